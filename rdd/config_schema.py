@@ -1,0 +1,122 @@
+"""Which keys each model section may hold, and the check that enforces it.
+
+Contract: ``MODEL_SCHEMAS[name]`` describes the section whose ``NAME`` is ``name`` as a :class:`Section`.
+Every key the implementation reads must be listed, and no key it ignores may be: a config key that the code
+silently ignores is how "the method is not what the docs say" happens. Sections whose ``NAME`` has no schema
+here are validated by their builder (the detector registry raises for unknown names).
+
+A Distiller's ``STUDENT`` and ``TEACHER`` entries are whole configs (loaded with ``_BASE_CONFIG_``); their
+``MODEL`` sections are validated recursively. Its ``KD_LOSSES`` entries are validated by the loss registry
+when built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Union
+
+SchemaValue = Union[None, "Section", str]
+
+
+@dataclass
+class Section:
+    """Allowed keys of a mapping. Values: ``None`` a leaf, a :class:`Section` a nested mapping, ``'module'`` a
+    nested module section chosen by its ``NAME``, ``'config'`` a whole nested config, ``'any'`` unchecked."""
+
+    required: Dict[str, SchemaValue] = field(default_factory=dict)
+    optional: Dict[str, SchemaValue] = field(default_factory=dict)
+
+
+class _Err(Exception):
+    pass
+
+
+NMS_CONFIG = Section(
+    required={"NMS_TYPE": None, "NMS_THRESH": None, "NMS_PRE_MAXSIZE": None, "NMS_POST_MAXSIZE": None})
+
+CENTER_HEAD = Section(
+    required={
+        "NAME": None, "CLASS_NAMES_EACH_HEAD": None, "SHARED_CONV_CHANNEL": None,
+        "SEPARATE_HEAD_CFG": Section(required={"HEAD_ORDER": None, "HEAD_DICT": "any"}),
+        "TARGET_ASSIGNER_CONFIG": Section(required={
+            "FEATURE_MAP_STRIDE": None, "NUM_MAX_OBJS": None, "GAUSSIAN_OVERLAP": None, "MIN_RADIUS": None}),
+        "LOSS_CONFIG": Section(required={"LOSS_WEIGHTS": Section(
+            required={"cls_weight": None, "loc_weight": None, "code_weights": None})}),
+        "POST_PROCESSING": Section(
+            required={"SCORE_THRESH": None, "POST_CENTER_LIMIT_RANGE": None, "MAX_OBJ_PER_SAMPLE": None,
+                      "NMS_CONFIG": NMS_CONFIG}),
+    },
+    optional={"CLASS_AGNOSTIC": None, "USE_BIAS_BEFORE_NORM": None, "NUM_HM_CONV": None, "BN_EPS": None,
+              "BN_MOM": None},
+)
+
+MODEL_SCHEMAS: Dict[str, Section] = {
+    "CenterPoint": Section(
+        required={"NAME": None, "VFE": "module", "BACKBONE_3D": "module", "MAP_TO_BEV": "module",
+                  "BACKBONE_2D": "module", "DENSE_HEAD": "module"},
+        optional={"POST_PROCESSING": Section(optional={"RECALL_THRESH_LIST": None, "EVAL_METRIC": None}),
+                  "IGNORE_PRETRAIN_MODULES": None},
+    ),
+    "MeanVFE": Section(required={"NAME": None}),
+    "VoxelResBackBone8x": Section(required={"NAME": None}, optional={"WIDTH": None, "NUM_FILTERS": None}),
+    "HeightCompression": Section(required={"NAME": None, "NUM_BEV_FEATURES": None}),
+    "BaseBEVBackbone": Section(
+        required={"NAME": None, "LAYER_NUMS": None, "LAYER_STRIDES": None, "NUM_FILTERS": None},
+        optional={"UPSAMPLE_STRIDES": None, "NUM_UPSAMPLE_FILTERS": None, "WIDTH": None}),
+    "CenterHead": CENTER_HEAD,
+    "Distiller": Section(
+        required={"NAME": None, "STUDENT": "config", "TEACHER": "config", "KD_LOSSES": "any"},
+        optional={"TEACHER_CKPT": None, "TEACHER_BN": None, "ADAPTERS": "any", "GRID_MISMATCH": None,
+                  "LOSS_DET_WEIGHT": None}),
+}
+
+TOP_LEVEL = Section(
+    required={"CLASS_NAMES": None, "DATA_CONFIG": "any", "MODEL": "module"},
+    optional={"OPTIMIZATION": "any", "ROOT_DIR": None, "CFG_FILE": None, "_BASE_CONFIG_": None},
+)
+
+
+def _check(node: Mapping, schema: Section, path: str, origin: Mapping[str, Path], default_file: Path) -> None:
+    if not isinstance(node, Mapping):
+        raise _Err(f"'{path.rstrip('.')}' must be a mapping, got {type(node).__name__}", path.rstrip("."))
+    allowed = {**schema.required, **schema.optional}
+    for key in node:
+        if key == "_BASE_CONFIG_":
+            continue
+        if key not in allowed:
+            hint = ", ".join(sorted(allowed))
+            raise _Err(f"unknown key '{path}{key}' (allowed here: {hint})", f"{path}{key}")
+    for key in schema.required:
+        if key not in node:
+            raise _Err(f"missing required key '{path}{key}'", path.rstrip(".") or key)
+    for key, sub in allowed.items():
+        if key not in node or sub is None or sub == "any":
+            continue
+        val, sub_path = node[key], f"{path}{key}."
+        if sub == "module":
+            name = val.get("NAME") if isinstance(val, Mapping) else None
+            if name in MODEL_SCHEMAS:
+                _check(val, MODEL_SCHEMAS[name], sub_path, origin, default_file)
+            elif not isinstance(val, Mapping) or "NAME" not in val:
+                raise _Err(f"section '{path}{key}' needs a NAME", f"{path}{key}")
+        elif sub == "config":
+            _check(val, TOP_LEVEL, sub_path, origin, default_file)
+        else:
+            _check(val, sub, sub_path, origin, default_file)
+
+
+def validate_config(cfg: Mapping, origin: Optional[Mapping[str, Path]] = None, cfg_file: Optional[Path] = None):
+    """Validate a loaded config; raise :class:`rdd.config.ConfigError` naming the key and its file."""
+    from rdd.config import ConfigError
+
+    origin = origin or {}
+    try:
+        _check(cfg, TOP_LEVEL, "", origin, cfg_file)
+    except _Err as err:
+        message, key = err.args
+        src = origin.get(key)
+        while src is None and "." in key:
+            key = key.rsplit(".", 1)[0]
+            src = origin.get(key)
+        src = src or cfg_file
+        raise ConfigError(f"{src}: {message}") from None
