@@ -47,7 +47,7 @@ CENTER_HEAD = Section(
                       "NMS_CONFIG": NMS_CONFIG}),
     },
     optional={"CLASS_AGNOSTIC": None, "USE_BIAS_BEFORE_NORM": None, "NUM_HM_CONV": None, "BN_EPS": None,
-              "BN_MOM": None},
+              "BN_MOM": None, "INIT_BIAS": None},
 )
 
 MODEL_SCHEMAS: Dict[str, Section] = {
