@@ -1,0 +1,112 @@
+"""OpenPCDet's ``DataAugmentor``: runs ``DATA_AUGMENTOR.AUG_CONFIG_LIST`` in order on a training sample.
+
+Supported ``NAME``s (OpenPCDet's nuScenes CenterPoint set): ``gt_sampling``, ``random_world_flip``
+(``ALONG_AXIS_LIST`` of 'x'/'y'), ``random_world_rotation`` (``WORLD_ROT_ANGLE`` [min, max] rad or a scalar
+meaning ±), ``random_world_scaling`` (``WORLD_SCALE_RANGE``), ``random_world_translation``
+(``NOISE_TRANSLATE_STD`` per-axis std in metres, OpenPCDet's newer key, or ``WORLD_TRANSLATION_RANGE`` +
+``ALONG_AXIS_LIST``, its older key). Names in ``DISABLE_AUG_LIST`` are skipped. Unknown names are an error.
+"""
+import logging
+from functools import partial
+
+import numpy as np
+
+from . import augmentor_utils
+from .database_sampler import DataBaseSampler
+
+
+class DataAugmentor:
+    """Args: root_path (Path), augmentor_configs (DATA_AUGMENTOR dict or plain list), class_names, logger."""
+
+    SUPPORTED = ('gt_sampling', 'random_world_flip', 'random_world_rotation', 'random_world_scaling',
+                 'random_world_translation')
+
+    def __init__(self, root_path, augmentor_configs, class_names, logger=None):
+        self.root_path = root_path
+        self.class_names = class_names
+        self.logger = logger or logging.getLogger(__name__)
+        if isinstance(augmentor_configs, list):
+            cfg_list, disabled = augmentor_configs, []
+        else:
+            cfg_list = augmentor_configs.get('AUG_CONFIG_LIST', [])
+            disabled = augmentor_configs.get('DISABLE_AUG_LIST', [])
+        self.data_augmentor_queue = []
+        for cur_cfg in cfg_list:
+            name = cur_cfg['NAME']
+            if name in disabled:
+                continue
+            if name not in self.SUPPORTED:
+                raise ValueError(f'DATA_AUGMENTOR: unknown augmentation NAME {name!r}; supported: {self.SUPPORTED}')
+            self.data_augmentor_queue.append(getattr(self, name)(config=cur_cfg))
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d.pop('logger', None)
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self.logger = logging.getLogger(__name__)
+
+    def gt_sampling(self, config=None):
+        return DataBaseSampler(self.root_path, config, self.class_names, logger=self.logger)
+
+    def random_world_flip(self, data_dict=None, config=None):
+        if data_dict is None:
+            for axis in config['ALONG_AXIS_LIST']:
+                if axis not in ('x', 'y'):
+                    raise ValueError(f'random_world_flip: ALONG_AXIS_LIST entry {axis!r} must be x or y')
+            return partial(self.random_world_flip, config=config)
+        boxes, points = data_dict['gt_boxes'], data_dict['points']
+        for axis in config['ALONG_AXIS_LIST']:
+            fn = augmentor_utils.flip_along_x if axis == 'x' else augmentor_utils.flip_along_y
+            boxes, points = fn(boxes, points)
+        data_dict['gt_boxes'], data_dict['points'] = boxes, points
+        return data_dict
+
+    def random_world_rotation(self, data_dict=None, config=None):
+        if data_dict is None:
+            return partial(self.random_world_rotation, config=config)
+        rot_range = config['WORLD_ROT_ANGLE']
+        if not isinstance(rot_range, (list, tuple)):
+            rot_range = [-rot_range, rot_range]
+        data_dict['gt_boxes'], data_dict['points'] = augmentor_utils.global_rotation(
+            data_dict['gt_boxes'], data_dict['points'], rot_range)
+        return data_dict
+
+    def random_world_scaling(self, data_dict=None, config=None):
+        if data_dict is None:
+            return partial(self.random_world_scaling, config=config)
+        data_dict['gt_boxes'], data_dict['points'] = augmentor_utils.global_scaling(
+            data_dict['gt_boxes'], data_dict['points'], config['WORLD_SCALE_RANGE'])
+        return data_dict
+
+    def random_world_translation(self, data_dict=None, config=None):
+        if data_dict is None:
+            if 'NOISE_TRANSLATE_STD' not in config and 'WORLD_TRANSLATION_RANGE' not in config:
+                raise ValueError('random_world_translation needs NOISE_TRANSLATE_STD or WORLD_TRANSLATION_RANGE')
+            return partial(self.random_world_translation, config=config)
+        if 'NOISE_TRANSLATE_STD' in config:
+            std = config['NOISE_TRANSLATE_STD']
+            std = np.asarray([std] * 3 if np.isscalar(std) else std, dtype=np.float64)
+            offset = np.random.normal(0.0, 1.0, 3) * std
+        else:
+            lo, hi = config['WORLD_TRANSLATION_RANGE']
+            offset = np.zeros(3)
+            for axis in config.get('ALONG_AXIS_LIST', ['x', 'y', 'z']):
+                offset['xyz'.index(axis)] = np.random.uniform(lo, hi)
+        data_dict['gt_boxes'], data_dict['points'] = augmentor_utils.global_translation(
+            data_dict['gt_boxes'], data_dict['points'], offset)
+        return data_dict
+
+    def forward(self, data_dict):
+        """Apply the queue to ``data_dict`` (``points (N, 3+C)``, ``gt_boxes (M, 7+C)``, ``gt_names (M,)``,
+        optional ``gt_boxes_mask (M,)``); wraps headings into [-pi, pi) and drops masked boxes."""
+        for aug in self.data_augmentor_queue:
+            data_dict = aug(data_dict=data_dict)
+        data_dict['gt_boxes'][:, 6] = augmentor_utils.limit_period(data_dict['gt_boxes'][:, 6], 0.5, 2 * np.pi)
+        mask = data_dict.pop('gt_boxes_mask', None)
+        if mask is not None:
+            data_dict['gt_boxes'] = data_dict['gt_boxes'][mask]
+            data_dict['gt_names'] = data_dict['gt_names'][mask]
+        return data_dict

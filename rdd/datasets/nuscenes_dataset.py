@@ -1,0 +1,209 @@
+"""nuScenes LiDAR dataset over OpenPCDet info files (``nuscenes_infos_10sweeps_{train,val}.pkl``).
+
+Reading follows OpenPCDet: the key frame's ``.pcd.bin`` (x, y, z, intensity, ring) gives ``x, y, z, intensity``
+with time lag 0; ``MAX_SWEEPS - 1`` sweeps are drawn from ``info['sweeps']`` with ``np.random.choice(...,
+replace=False)`` (all of them, in random order, for OpenPCDet's 10-sweep infos), each with the points within
+1 m of the sensor in x and y removed, moved into the key-frame LiDAR frame with its ``transform_matrix``
+(``None`` = already there) and given its ``time_lag`` (s) as the 5th channel.
+
+Paths: ``DATA_PATH`` (relative paths resolve against the repository root, never the CWD; ``root_path``
+overrides it) ``/ VERSION`` is the version root that ``INFO_PATH``, info ``lidar_path``s and gt_sampling paths are
+relative to. ``SPLIT_FILE`` (optional) names a custom scene-split JSON ``{"train": [scene names], "val": [...]}``
+used by the evaluation; by default ``<version root>/<VERSION>/splits.json`` (the devkit's custom-split place) if
+present, else the devkit's official splits. The version root is the devkit's ``dataroot`` (OpenPCDet's).
+"""
+import copy
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from .dataset_template import DatasetTemplate
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NUSCENES_DETECTION_NAMES = ('car', 'truck', 'construction_vehicle', 'bus', 'trailer', 'barrier', 'motorcycle',
+                            'bicycle', 'pedestrian', 'traffic_cone')
+
+
+def resolve_data_path(data_path, root_path=None):
+    """``root_path`` if given, else ``DATA_PATH`` (relative to the repository root when relative)."""
+    path = Path(root_path if root_path is not None else data_path).expanduser()
+    return path if path.is_absolute() or root_path is not None else REPO_ROOT / path
+
+
+def read_points_bin(path, num_features=5):
+    """Read a float32 ``.bin`` LiDAR file as ``(N, num_features)``; clear errors for missing/truncated files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'LiDAR file not found: {path}')
+    size = path.stat().st_size
+    if size % (4 * num_features):
+        raise ValueError(f'LiDAR file {path} has {size} bytes, not a multiple of {4 * num_features} '
+                         f'({num_features} float32 per point): truncated or not a nuScenes .pcd.bin')
+    return np.fromfile(str(path), dtype=np.float32).reshape(-1, num_features)
+
+
+def check_infos_class_names(infos, class_names, path):
+    """Raise if the infos at ``path`` use a label vocabulary other than ``class_names`` (+ nuScenes names)."""
+    names = set()
+    for info in infos:
+        names.update(str(n) for n in info.get('gt_names', []))
+    if not names:
+        return
+    known = set(class_names) | set(NUSCENES_DETECTION_NAMES) | {'ignore'}
+    unknown = sorted(names - known)
+    if unknown or not (names & set(class_names)):
+        raise ValueError(f'Info file {path} was made for a different class list: its gt_names {sorted(names)} '
+                         f'(unknown: {unknown}) do not match CLASS_NAMES {list(class_names)}')
+
+
+class NuScenesDataset(DatasetTemplate):
+    """OpenPCDet-compatible nuScenes dataset. Args as :class:`DatasetTemplate`; ``root_path`` overrides
+    ``DATA_PATH``."""
+
+    def __init__(self, dataset_cfg, class_names, training=True, root_path=None, logger=None):
+        data_root = resolve_data_path(dataset_cfg.DATA_PATH, root_path)
+        super().__init__(dataset_cfg=dataset_cfg, class_names=class_names, training=training,
+                         root_path=data_root / dataset_cfg.VERSION, logger=logger)
+        self.data_root = data_root
+        self.infos = []
+        self.include_nuscenes_data(self.mode)
+        if self.training and dataset_cfg.get('BALANCED_RESAMPLING', False):
+            self.infos = self.balanced_infos_resampling(self.infos)
+
+    # ------------------------------------------------------------------ infos
+    def include_nuscenes_data(self, mode):
+        info_paths = self.dataset_cfg.INFO_PATH.get(mode)
+        if not info_paths:
+            raise KeyError(f'DATA_CONFIG.INFO_PATH has no entry for mode {mode!r}')
+        for rel in info_paths:
+            path = self.root_path / rel
+            if not path.is_file():
+                raise FileNotFoundError(f'nuScenes info file not found: {path} (DATA_CONFIG.INFO_PATH.{mode})')
+            try:
+                with open(path, 'rb') as f:
+                    infos = pickle.load(f)
+            except Exception as err:
+                raise ValueError(f'Cannot read nuScenes info file {path}: {err}') from err
+            if not isinstance(infos, list) or (infos and not isinstance(infos[0], dict)):
+                raise ValueError(f'nuScenes info file {path} must hold a list of dicts (OpenPCDet schema)')
+            for key in ('lidar_path', 'token', 'sweeps'):
+                if infos and key not in infos[0]:
+                    raise ValueError(f'nuScenes info file {path}: entries lack the key {key!r}')
+            check_infos_class_names(infos, self.class_names, path)
+            self.infos.extend(infos)
+            self.logger.info('Loaded %d nuScenes samples from %s', len(infos), path)
+
+    def balanced_infos_resampling(self, infos):
+        """Class-balanced grouping and sampling (CBGS, arXiv 1908.09492), OpenPCDet's version.
+
+        For each class ``c`` with ``n_c`` samples containing it, draw ``int(n_c * (1/K) / (n_c / sum_k n_k))``
+        of those samples with replacement, so every class ends up in about ``sum_k n_k / K`` drawn samples.
+        Classes absent from the infos are skipped with a warning (OpenPCDet divides by zero there); if nothing is
+        drawn at all (tiny info sets), the infos are kept unchanged with a warning.
+        """
+        cls_infos = {name: [] for name in self.class_names}
+        for info in infos:
+            for name in set(info.get('gt_names', [])):
+                if name in cls_infos:
+                    cls_infos[name].append(info)
+        total = sum(len(v) for v in cls_infos.values())
+        if total == 0:
+            self.logger.warning('BALANCED_RESAMPLING: no sample holds any of CLASS_NAMES; resampling skipped')
+            return infos
+        frac = 1.0 / len(self.class_names)
+        sampled = []
+        for name, cur in cls_infos.items():
+            if not cur:
+                self.logger.warning('BALANCED_RESAMPLING: class %s has no samples', name)
+                continue
+            ratio = frac / (len(cur) / total)
+            idx = np.random.choice(len(cur), int(len(cur) * ratio))
+            sampled.extend(cur[i] for i in idx)
+        if not sampled:  # every class had fewer than ~K samples; OpenPCDet would train on nothing
+            self.logger.warning('BALANCED_RESAMPLING produced no samples (too few infos); using the infos as they are')
+            return infos
+        self.logger.info('Total samples after balanced resampling: %d', len(sampled))
+        return sampled
+
+    # ------------------------------------------------------------------ points
+    def get_sweep(self, sweep_info):
+        """One sweep: points ``(K, 4)`` in the key-frame LiDAR frame (ego points removed) and times ``(K, 1)``."""
+        pts = read_points_bin(self.root_path / sweep_info['lidar_path'])[:, :4]
+        pts = pts[~((np.abs(pts[:, 0]) < 1.0) & (np.abs(pts[:, 1]) < 1.0))]
+        tm = sweep_info.get('transform_matrix')
+        if tm is not None:
+            xyz1 = np.concatenate([pts[:, :3].T, np.ones((1, len(pts)))], axis=0)
+            pts[:, :3] = (np.asarray(tm) @ xyz1)[:3].T
+        return pts, np.full((len(pts), 1), sweep_info['time_lag'])
+
+    def get_lidar_with_sweeps(self, index, max_sweeps=1):
+        """Key frame + ``max_sweeps - 1`` sweeps -> ``(N, 5)`` float32 ``x, y, z, intensity, time_lag``."""
+        info = self.infos[index]
+        pts = read_points_bin(self.root_path / info['lidar_path'])[:, :4]
+        points, times = [pts], [np.zeros((len(pts), 1))]
+        n = min(max_sweeps - 1, len(info['sweeps']))
+        for k in np.random.choice(len(info['sweeps']), n, replace=False):
+            p, t = self.get_sweep(info['sweeps'][k])
+            points.append(p)
+            times.append(t)
+        points = np.concatenate(points, axis=0)
+        return np.concatenate([points, np.concatenate(times, axis=0).astype(points.dtype)], axis=1)
+
+    # ------------------------------------------------------------------ samples
+    def __len__(self):
+        if self._merge_all_iters_to_one_epoch:
+            return len(self.infos) * self.total_epochs
+        return len(self.infos)
+
+    def __getitem__(self, index):
+        if self._merge_all_iters_to_one_epoch:
+            index = index % len(self.infos)
+        info = copy.deepcopy(self.infos[index])
+        points = self.get_lidar_with_sweeps(index, max_sweeps=self.dataset_cfg.MAX_SWEEPS)
+        input_dict = {'points': points, 'frame_id': Path(info['lidar_path']).stem,
+                      'metadata': {'token': info['token']}}
+        if 'gt_boxes' in info:
+            min_pts = self.dataset_cfg.get('FILTER_MIN_POINTS_IN_GT', False)
+            mask = info['num_lidar_pts'] > min_pts - 1 if min_pts else slice(None)
+            input_dict['gt_names'] = np.asarray(info['gt_names'])[mask]
+            input_dict['gt_boxes'] = np.asarray(info['gt_boxes'], dtype=np.float64)[mask]
+        data_dict = self.prepare_data(input_dict)
+        if 'gt_boxes' in data_dict:
+            if self.dataset_cfg.get('SET_NAN_VELOCITY_TO_ZEROS', False):
+                data_dict['gt_boxes'][np.isnan(data_dict['gt_boxes'])] = 0
+            if not self.dataset_cfg.get('PRED_VELOCITY', True):
+                data_dict['gt_boxes'] = data_dict['gt_boxes'][:, [0, 1, 2, 3, 4, 5, 6, -1]]
+        return data_dict
+
+    # ------------------------------------------------------------------ evaluation
+    def split_file(self):
+        """Custom scene-split JSON for evaluation, or None for the devkit's official splits.
+
+        ``SPLIT_FILE`` if set (relative paths resolve against the repository root); else the devkit's custom-split
+        location ``<version root>/<VERSION>/splits.json`` (where the synthetic writer puts it) or
+        ``<version root>/splits.json`` when present.
+        """
+        cfg_path = self.dataset_cfg.get('SPLIT_FILE', None)
+        if cfg_path:
+            path = Path(cfg_path).expanduser()
+            path = path if path.is_absolute() else REPO_ROOT / path
+            if not path.is_file():
+                raise FileNotFoundError(f'DATA_CONFIG.SPLIT_FILE not found: {path}')
+            return path
+        for path in (self.root_path / self.dataset_cfg.VERSION / 'splits.json', self.root_path / 'splits.json'):
+            if path.is_file():
+                return path
+        return None
+
+    def evaluation(self, det_annos, class_names, output_path=None, **kwargs):
+        """Score ``det_annos`` with the nuScenes devkit; returns ``(result_str, result_dict)``.
+
+        See :func:`rdd.datasets.nuscenes_eval.evaluate_det_annos`. The split is ``DATA_SPLIT[mode]``
+        ('val' by default; mapped to 'mini_val' for v1.0-mini when no custom split file applies).
+        """
+        from .nuscenes_eval import evaluate_det_annos
+        split = self.dataset_cfg.get('DATA_SPLIT', {}).get(self.mode, 'val')
+        return evaluate_det_annos(det_annos, class_names, data_root=self.root_path, version=self.dataset_cfg.VERSION,
+                                  split=split, split_file=self.split_file(), output_path=output_path,
+                                  logger=self.logger)

@@ -1,0 +1,130 @@
+"""Hard voxelization with spconv's ``PointToVoxel``, usable inside and outside the dataset.
+
+spconv's ``PointToVoxel`` allocates a large hash table per instance (~316 MiB for the nuScenes grid), so a
+``Voxelizer`` builds its generator lazily on first use, once per process and device, and reuses it; the
+generator is not pickled (each DataLoader worker builds its own). ``PointToVoxel`` silently drops the points
+of new voxels once ``max_num_voxels`` is reached: the ``Voxelizer`` counts those points
+(``num_dropped_points``, ``num_overflow_calls``) and logs a warning (at the 1st, 2nd, 4th, ... overflow, with the
+running totals, so long runs are not flooded). Points beyond ``max_points_per_voxel``
+in a voxel are dropped by design and not counted.
+"""
+import importlib
+import logging
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+class Voxelizer:
+    """Points -> voxels on a regular grid.
+
+    Args:
+        voxel_size (3,): metres along x, y, z.
+        point_cloud_range (6,): ``[x_min, y_min, z_min, x_max, y_max, z_max]`` metres.
+        num_point_features (int): channels C of the input points (the first 3 are x, y, z).
+        max_points_per_voxel (int): P, points kept per voxel (the first ones in input order).
+        max_num_voxels (int): V_max, voxels kept per call (the first ones created in input order).
+    """
+
+    def __init__(self, voxel_size, point_cloud_range, num_point_features, max_points_per_voxel, max_num_voxels):
+        self.voxel_size = [float(v) for v in voxel_size]
+        self.point_cloud_range = [float(v) for v in point_cloud_range]
+        self.num_point_features = int(num_point_features)
+        self.max_points_per_voxel = int(max_points_per_voxel)
+        self.max_num_voxels = int(max_num_voxels)
+        pcr = np.asarray(self.point_cloud_range)
+        self.grid_size = np.round((pcr[3:6] - pcr[0:3]) / np.asarray(self.voxel_size)).astype(np.int64)
+        self.num_dropped_points = 0
+        self.num_overflow_calls = 0
+        self._generators = {}
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d['_generators'] = {}
+        return d
+
+    def _generator(self, device):
+        key = str(device)
+        gen = self._generators.get(key)
+        if gen is None:
+            from rdd.ops.spconv_compat import spconv  # spconv.pytorch with the CPU fixes applied
+            point_to_voxel = importlib.import_module(spconv.__name__ + '.utils').PointToVoxel
+            gen = point_to_voxel(vsize_xyz=self.voxel_size, coors_range_xyz=self.point_cloud_range,
+                               num_point_features=self.num_point_features, max_num_voxels=self.max_num_voxels,
+                               max_num_points_per_voxel=self.max_points_per_voxel, device=torch.device(device))
+            self._generators[key] = gen
+        return gen
+
+    def _count_in_grid(self, points):
+        pcr = torch.tensor(self.point_cloud_range, dtype=points.dtype, device=points.device)
+        vs = torch.tensor(self.voxel_size, dtype=points.dtype, device=points.device)
+        c = torch.floor((points[:, :3] - pcr[:3]) / vs)
+        grid = torch.as_tensor(self.grid_size, device=points.device)
+        return ((c >= 0) & (c < grid)).all(dim=1)
+
+    def __call__(self, points):
+        """Voxelize one cloud.
+
+        Args:
+            points: ``(N, C)`` float numpy array or torch tensor (any device).
+        Returns:
+            voxels ``(V, P, C)`` float32 (zero-padded), coords ``(V, 3)`` int32 as ``[z, y, x]`` voxel indices,
+            num_points ``(V,)`` int32; numpy arrays for numpy input, tensors on the input's device otherwise.
+        """
+        is_numpy = isinstance(points, np.ndarray)
+        pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)) if is_numpy \
+            else points.detach().float().contiguous()
+        if pts.ndim != 2 or pts.shape[1] != self.num_point_features:
+            raise ValueError(f'Voxelizer expects points (N, {self.num_point_features}), got {tuple(pts.shape)}')
+        gen = self._generator(pts.device)
+        voxels, coords, num = gen(pts)
+        # PointToVoxel returns views into its reusable buffers: copy before the next call overwrites them.
+        voxels, coords, num = voxels.clone(), coords.clone(), num.clone()
+        if voxels.shape[0] >= self.max_num_voxels:
+            self._account_overflow(pts, gen)
+        if is_numpy:
+            return voxels.numpy(), coords.numpy(), num.numpy()
+        return voxels, coords, num
+
+    def _account_overflow(self, pts, gen):
+        """Count in-range points that got no voxel because ``max_num_voxels`` was reached."""
+        pid = gen.generate_voxel_with_id(pts)[3]
+        dropped = int((self._count_in_grid(pts) & (pid < 0)).sum())
+        if dropped > 0:
+            self.num_dropped_points += dropped
+            self.num_overflow_calls += 1
+            if self.num_overflow_calls & (self.num_overflow_calls - 1):
+                return  # log the 1st, 2nd, 4th, 8th, ... overflow only
+            logger.warning('Voxelizer: max_num_voxels=%d reached, %d in-range points dropped (%d clouds so far, '
+                           '%d points in total); raise MAX_NUMBER_OF_VOXELS to keep them',
+                           self.max_num_voxels, dropped, self.num_overflow_calls, self.num_dropped_points)
+
+
+def voxelize_batch(points, voxelizer):
+    """Voxelize a batch of clouds.
+
+    Args:
+        points: ``(N, 1 + C)`` torch tensor, column 0 the batch index (as in batch_dict['points']).
+        voxelizer: a :class:`Voxelizer` with ``num_point_features == C``.
+    Returns:
+        voxels ``(V, P, C)``, voxel_coords ``(V, 4)`` int32 ``[b, z, y, x]``, voxel_num_points ``(V,)`` int32,
+        on the device of ``points``.
+    """
+    if not isinstance(points, torch.Tensor):
+        points = torch.as_tensor(points)
+    b_idx = points[:, 0].long()
+    batch_size = int(b_idx.max().item()) + 1 if points.shape[0] else 0
+    out_v, out_c, out_n = [], [], []
+    for b in range(batch_size):
+        v, c, n = voxelizer(points[b_idx == b, 1:])
+        out_v.append(v)
+        out_c.append(torch.cat([torch.full_like(c[:, :1], b), c], dim=1))
+        out_n.append(n)
+    if not out_v:
+        c = voxelizer.num_point_features
+        return (points.new_zeros((0, voxelizer.max_points_per_voxel, c)),
+                torch.zeros((0, 4), dtype=torch.int32, device=points.device),
+                torch.zeros((0,), dtype=torch.int32, device=points.device))
+    return torch.cat(out_v), torch.cat(out_c).int(), torch.cat(out_n)
