@@ -12,6 +12,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from rdd.datasets.cli import run_cli  # noqa: E402
 from rdd.datasets.synthetic import LidarConfig, write_synthetic_nuscenes  # noqa: E402
 
 
@@ -46,7 +47,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
-        sys.exit(f'error: {exc}')
+    run_cli(main)

@@ -12,19 +12,22 @@ from pathlib import Path
 import numpy as np
 import torch.utils.data as torch_data
 
+from .pickle_utils import LoggerFreePickleMixin
 from .processor import DataProcessor, PointFeatureEncoder
 
 
-class DatasetTemplate(torch_data.Dataset):
+class DatasetTemplate(LoggerFreePickleMixin, torch_data.Dataset):
     """Args: dataset_cfg (EasyDict, OpenPCDet DATA_CONFIG), class_names (list[str]), training (bool),
     root_path (Path), logger (logging.Logger or None)."""
+
+    LOGGER_NAME = 'rdd.datasets'
 
     def __init__(self, dataset_cfg=None, class_names=None, training=True, root_path=None, logger=None):
         super().__init__()
         self.dataset_cfg = dataset_cfg
         self.training = training
         self.class_names = list(class_names) if class_names is not None else None
-        self.logger = logger or logging.getLogger('rdd.datasets')
+        self.logger = logger or logging.getLogger(self.LOGGER_NAME)
         self.root_path = Path(root_path) if root_path is not None else Path(dataset_cfg.DATA_PATH)
         self.total_epochs = 0
         self._merge_all_iters_to_one_epoch = False
@@ -48,15 +51,6 @@ class DatasetTemplate(torch_data.Dataset):
     @property
     def mode(self):
         return 'train' if self.training else 'test'
-
-    def __getstate__(self):
-        d = dict(self.__dict__)
-        d.pop('logger', None)
-        return d
-
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-        self.logger = logging.getLogger('rdd.datasets')
 
     def merge_all_iters_to_one_epoch(self, merge=True, epochs=None):
         self._merge_all_iters_to_one_epoch = bool(merge)

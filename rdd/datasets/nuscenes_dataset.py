@@ -13,12 +13,12 @@ used by the evaluation; by default ``<version root>/<VERSION>/splits.json`` (the
 present, else the devkit's official splits. The version root is the devkit's ``dataroot`` (OpenPCDet's).
 """
 import copy
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from .dataset_template import DatasetTemplate
+from .pickle_utils import load_pickle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NUSCENES_DETECTION_NAMES = ('car', 'truck', 'construction_vehicle', 'bus', 'trailer', 'barrier', 'motorcycle',
@@ -78,13 +78,7 @@ class NuScenesDataset(DatasetTemplate):
             raise KeyError(f'DATA_CONFIG.INFO_PATH has no entry for mode {mode!r}')
         for rel in info_paths:
             path = self.root_path / rel
-            if not path.is_file():
-                raise FileNotFoundError(f'nuScenes info file not found: {path} (DATA_CONFIG.INFO_PATH.{mode})')
-            try:
-                with open(path, 'rb') as f:
-                    infos = pickle.load(f)
-            except Exception as err:
-                raise ValueError(f'Cannot read nuScenes info file {path}: {err}') from err
+            infos = load_pickle(path, f'nuScenes info file (DATA_CONFIG.INFO_PATH.{mode})')
             if not isinstance(infos, list) or (infos and not isinstance(infos[0], dict)):
                 raise ValueError(f'nuScenes info file {path} must hold a list of dicts (OpenPCDet schema)')
             for key in ('lidar_path', 'token', 'sweeps'):

@@ -11,20 +11,22 @@ from functools import partial
 
 import numpy as np
 
+from ..pickle_utils import LoggerFreePickleMixin
 from . import augmentor_utils
 from .database_sampler import DataBaseSampler
 
 
-class DataAugmentor:
+class DataAugmentor(LoggerFreePickleMixin):
     """Args: root_path (Path), augmentor_configs (DATA_AUGMENTOR dict or plain list), class_names, logger."""
 
     SUPPORTED = ('gt_sampling', 'random_world_flip', 'random_world_rotation', 'random_world_scaling',
                  'random_world_translation')
+    LOGGER_NAME = __name__
 
     def __init__(self, root_path, augmentor_configs, class_names, logger=None):
         self.root_path = root_path
         self.class_names = class_names
-        self.logger = logger or logging.getLogger(__name__)
+        self.logger = logger or logging.getLogger(self.LOGGER_NAME)
         if isinstance(augmentor_configs, list):
             cfg_list, disabled = augmentor_configs, []
         else:
@@ -38,15 +40,6 @@ class DataAugmentor:
             if name not in self.SUPPORTED:
                 raise ValueError(f'DATA_AUGMENTOR: unknown augmentation NAME {name!r}; supported: {self.SUPPORTED}')
             self.data_augmentor_queue.append(getattr(self, name)(config=cur_cfg))
-
-    def __getstate__(self):
-        d = dict(self.__dict__)
-        d.pop('logger', None)
-        return d
-
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-        self.logger = logging.getLogger(__name__)
 
     def gt_sampling(self, config=None):
         return DataBaseSampler(self.root_path, config, self.class_names, logger=self.logger)

@@ -13,17 +13,17 @@ OpenPCDet, both members of an overlapping candidate pair are dropped). Points of
 (optionally enlarged) survivors are removed and the survivors' points are added.
 """
 import logging
-import pickle
 from pathlib import Path
 
 import numpy as np
 
+from ..pickle_utils import LoggerFreePickleMixin, load_pickle
 from . import augmentor_utils
 
 logger = logging.getLogger(__name__)
 
 
-class DataBaseSampler:
+class DataBaseSampler(LoggerFreePickleMixin):
     """Copy-paste sampler.
 
     Args:
@@ -33,11 +33,13 @@ class DataBaseSampler:
         class_names (list[str]): classes to sample.
     """
 
+    LOGGER_NAME = __name__
+
     def __init__(self, root_path, sampler_cfg, class_names, logger=None):
         self.root_path = Path(root_path)
         self.sampler_cfg = sampler_cfg
         self.class_names = list(class_names)
-        self.logger = logger or logging.getLogger(__name__)
+        self.logger = logger or logging.getLogger(self.LOGGER_NAME)
         if sampler_cfg.get('DATABASE_WITH_FAKELIDAR', False):
             raise ValueError('gt_sampling: DATABASE_WITH_FAKELIDAR=True (KITTI fake-lidar boxes) is not supported '
                              'for nuScenes databases')
@@ -50,13 +52,7 @@ class DataBaseSampler:
         self.db_infos = {name: [] for name in self.class_names}
         for rel in sampler_cfg.DB_INFO_PATH:
             path = self.root_path.resolve() / rel
-            if not path.is_file():
-                raise FileNotFoundError(f'gt_sampling: DB_INFO_PATH file not found: {path}')
-            try:
-                with open(path, 'rb') as f:
-                    infos = pickle.load(f)
-            except Exception as err:
-                raise ValueError(f'gt_sampling: cannot read GT database info file {path}: {err}') from err
+            infos = load_pickle(path, 'gt_sampling: GT database info file (DB_INFO_PATH)')
             if not isinstance(infos, dict):
                 raise ValueError(f'gt_sampling: {path} must hold a dict {{class_name: [db_info]}}, '
                                  f'got {type(infos).__name__}')
@@ -75,15 +71,6 @@ class DataBaseSampler:
                 continue
             self.sample_groups[name] = {'sample_num': int(num), 'pointer': len(self.db_infos[name]),
                                         'indices': np.arange(len(self.db_infos[name]))}
-
-    def __getstate__(self):
-        d = dict(self.__dict__)
-        d.pop('logger', None)
-        return d
-
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-        self.logger = logging.getLogger(__name__)
 
     def filter_by_min_points(self, db_infos, min_gt_points_list):
         """Keep database objects with at least ``k`` points; entries are ``'class:k'`` strings."""
