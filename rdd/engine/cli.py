@@ -1,0 +1,91 @@
+"""Command-line flags of ``tools/train.py`` and ``tools/test.py`` (OpenPCDet's, plus a few of ours) and config
+loading. ``--set`` takes the rest of the command line, as in OpenPCDet."""
+import argparse
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _common(parser):
+    parser.add_argument('--cfg_file', '--cfg', dest='cfg_file', type=str, required=True,
+                        help='config YAML (OpenPCDet schema)')
+    parser.add_argument('--batch_size', type=int, default=None,
+                        help='TOTAL batch size over all processes (default: BATCH_SIZE_PER_GPU x world size)')
+    parser.add_argument('--workers', type=int, default=4, help='dataloader workers per process')
+    parser.add_argument('--extra_tag', type=str, default='default', help='extra tag for this experiment')
+    parser.add_argument('--ckpt', type=str, default=None, help='checkpoint to resume from / to evaluate')
+    parser.add_argument('--pretrained_model', type=str, default=None, help='weights to start from')
+    parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none')
+    parser.add_argument('--tcp_port', type=int, default=18888, help='ignored: torchrun sets MASTER_PORT')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=None,
+                        help='ignored: LOCAL_RANK is read from the environment')
+    parser.add_argument('--output_root', type=str, default=None,
+                        help='root of run dirs (default: <repo>/output)')
+    parser.add_argument('--max_waiting_mins', type=int, default=0, help='max minutes to wait for checkpoints')
+    parser.add_argument('--start_epoch', type=int, default=0, help='first epoch to evaluate')
+    parser.add_argument('--save_to_file', action='store_true', default=False, help='write per-sample predictions')
+    parser.add_argument('--teacher_ckpt', type=str, default=None,
+                        help='distillation configs only: sets MODEL.TEACHER_CKPT')
+    return parser
+
+
+def train_parser():
+    parser = _common(argparse.ArgumentParser(description='Train a detector or a distillation run'))
+    parser.add_argument('--epochs', type=int, default=None, help='number of epochs (default: NUM_EPOCHS)')
+    parser.add_argument('--sync_bn', action='store_true', default=False, help='SyncBatchNorm (CUDA only)')
+    parser.add_argument('--fix_random_seed', action='store_true', default=False, help='seed 666 (+ rank)')
+    parser.add_argument('--ckpt_save_interval', type=int, default=1, help='epochs between checkpoints')
+    parser.add_argument('--max_ckpt_save_num', type=int, default=30, help='epoch checkpoints to keep')
+    parser.add_argument('--ckpt_save_time_interval', type=int, default=300, help='seconds between latest_model.pth')
+    parser.add_argument('--logger_iter_interval', type=int, default=50, help='iterations between log lines')
+    parser.add_argument('--eval_interval', type=int, default=0, help='evaluate every N epochs while training')
+    parser.add_argument('--skip_eval', action='store_true', default=False, help='no evaluation after training')
+    parser.add_argument('--use_amp', action='store_true', default=False, help='mixed precision (CUDA only)')
+    parser.add_argument('--find_unused_parameters', action='store_true', default=False,
+                        help='DDP find_unused_parameters (also OPTIMIZATION.FIND_UNUSED_PARAMETERS)')
+    parser.add_argument('--use_tqdm_to_record', action='store_true', default=False, help='accepted for compatibility')
+    parser.add_argument('--wo_gpu_stat', action='store_true', default=False, help='accepted for compatibility')
+    parser.add_argument('--set', dest='set_cfgs', default=None, nargs=argparse.REMAINDER,
+                        help='KEY VALUE pairs overriding the config; must come last')
+    return parser
+
+
+def test_parser():
+    parser = _common(argparse.ArgumentParser(description='Evaluate checkpoints with the nuScenes devkit'))
+    parser.add_argument('--eval_tag', type=str, default='default', help='eval tag for this experiment')
+    parser.add_argument('--eval_all', action='store_true', default=False, help='evaluate every checkpoint')
+    parser.add_argument('--ckpt_dir', type=str, default=None, help='checkpoint dir for --eval_all')
+    parser.add_argument('--infer_time', action='store_true', default=False, help='report inference latency')
+    parser.add_argument('--set', dest='set_cfgs', default=None, nargs=argparse.REMAINDER,
+                        help='KEY VALUE pairs overriding the config; must come last')
+    return parser
+
+
+def load_config(cfg_file, set_cfgs=None, teacher_ckpt=None):
+    """Load ``cfg_file`` (clear error when missing), apply ``--set`` overrides and ``--teacher_ckpt``, fill
+    ``ROOT_DIR``, ``EXP_GROUP_PATH`` and ``TAG``."""
+    from rdd.config import cfg_from_list, cfg_from_yaml_file
+    from rdd.engine.run_dir import exp_group_and_tag
+    if not os.path.isfile(cfg_file):
+        raise FileNotFoundError(f'config file not found: {cfg_file}')
+    cfg = cfg_from_yaml_file(cfg_file)
+    if set_cfgs:
+        if len(set_cfgs) % 2 != 0:
+            raise ValueError(f'--set needs KEY VALUE pairs, got {set_cfgs}')
+        cfg_from_list(set_cfgs, cfg)
+    if teacher_ckpt is not None:
+        if cfg.MODEL.get('NAME') != 'Distiller':
+            raise ValueError(f'--teacher_ckpt needs a distillation config (MODEL.NAME: Distiller); {cfg_file} '
+                             f'has MODEL.NAME {cfg.MODEL.get("NAME")!r}')
+        if not os.path.isfile(teacher_ckpt):
+            raise FileNotFoundError(f'--teacher_ckpt not found: {teacher_ckpt}')
+        cfg.MODEL.TEACHER_CKPT = os.path.abspath(teacher_ckpt)
+    root = Path(cfg.get('ROOT_DIR') or REPO_ROOT)
+    cfg.ROOT_DIR = root
+    cfg.EXP_GROUP_PATH, cfg.TAG = exp_group_and_tag(cfg_file, root)
+    return cfg
+
+
+def output_root(args, cfg):
+    return Path(args.output_root) if args.output_root else Path(cfg.ROOT_DIR) / 'output'

@@ -1,0 +1,101 @@
+"""Text logging, TensorBoard and a JSON-lines scalar log; all of them write on rank 0 only."""
+import json
+import logging
+import math
+import os
+import sys
+
+
+def create_logger(name='rdd', rank=0, log_file=None, level=logging.INFO):
+    """Logger printing to stdout on rank 0 (warnings only elsewhere), optionally also to ``log_file``."""
+    logger = logging.getLogger(name)
+    logger.setLevel(level if rank == 0 else logging.WARNING)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter('%(asctime)s  %(levelname)5s  %(message)s')
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(fmt)
+    logger.addHandler(console)
+    if log_file is not None:
+        add_file_handler(logger, log_file, rank)
+    return logger
+
+
+def add_file_handler(logger, log_file, rank=0):
+    """Also write ``logger``'s records to ``log_file`` (rank 0 only)."""
+    if rank != 0:
+        return
+    os.makedirs(os.path.dirname(os.fspath(log_file)) or '.', exist_ok=True)
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter('%(asctime)s  %(levelname)5s  %(message)s'))
+    logger.addHandler(handler)
+
+
+def close_logger(logger):
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+
+class ScalarWriter:
+    """TensorBoard ``SummaryWriter`` plus an append-only ``scalars.jsonl``; a no-op on ranks other than 0."""
+
+    def __init__(self, tb_dir=None, jsonl_path=None, enabled=True):
+        self.enabled = enabled
+        self.tb = None
+        self._jsonl = None
+        if not enabled:
+            return
+        if tb_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(log_dir=os.fspath(tb_dir))
+        if jsonl_path is not None:
+            self._jsonl = open(jsonl_path, 'a', encoding='utf-8')
+
+    def add_scalars(self, scalars, step, prefix=''):
+        """Write every finite-or-not number in ``scalars`` as ``prefix + key`` at ``step``."""
+        if not self.enabled:
+            return
+        if self.tb is not None:
+            for key, val in scalars.items():
+                self.tb.add_scalar(prefix + key, float(val), step)
+
+    def add_record(self, record):
+        """Append one JSON object (numbers made plain floats; NaN/inf written as strings)."""
+        if not self.enabled or self._jsonl is None:
+            return
+        clean = {k: (v if isinstance(v, (int, str)) or v is None else _num(v)) for k, v in record.items()}
+        self._jsonl.write(json.dumps(clean) + '\n')
+        self._jsonl.flush()
+
+    def flush(self):
+        if self.tb is not None:
+            self.tb.flush()
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+
+
+def _num(value):
+    value = float(value)
+    return value if math.isfinite(value) else str(value)
+
+
+def read_scalar_log(path):
+    """``{it: record}`` from a ``scalars.jsonl``; when an iteration was logged twice (a run killed after it and
+    resumed from an earlier checkpoint) the later record wins."""
+    out = {}
+    with open(path, encoding='utf-8') as f:
+        for line in f:
+            if line.strip():
+                rec = json.loads(line)
+                if 'it' in rec:
+                    out[rec['it']] = rec
+    return out
