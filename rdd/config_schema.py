@@ -66,7 +66,7 @@ MODEL_SCHEMAS: Dict[str, Section] = {
     "CenterHead": CENTER_HEAD,
     "Distiller": Section(
         required={"NAME": None, "STUDENT": "config", "TEACHER": "config", "KD_LOSSES": "any"},
-        optional={"TEACHER_CKPT": None, "TEACHER_BN": None, "ADAPTERS": "any", "GRID_MISMATCH": None,
+        optional={"TEACHER_CKPT": None, "TEACHER_BN": None, "GRID_MISMATCH": None,
                   "LOSS_DET_WEIGHT": None}),
 }
 

@@ -1,0 +1,91 @@
+"""Copy a detector's outputs by batch_dict key right after its forward (no hooks).
+
+A detector writes its intermediate maps into the batch_dict it is given and its raw head maps into
+``dense_head.forward_ret_dict``; both containers are reused or mutated by later forwards (the next forward of
+the same model overwrites ``forward_ret_dict``). :func:`tap_outputs` therefore copies the containers (new dicts
+and lists holding the same tensors) immediately after the forward, so what the KD losses see cannot change
+afterwards.
+"""
+import torch
+
+FEATURE_CHANNEL_ATTRS = {
+    # batch_dict key -> (module attribute, attribute holding its output channels)
+    'spatial_features': ('map_to_bev_module', 'num_bev_features'),
+    'spatial_features_2d': ('backbone_2d', 'num_bev_features'),
+}
+
+
+def feature_channels(model):
+    """``{batch_dict key: channels}`` of the BEV maps ``model`` writes (keys of FEATURE_CHANNEL_ATTRS)."""
+    out = {}
+    for key, (attr, ch_attr) in FEATURE_CHANNEL_ATTRS.items():
+        module = getattr(model, attr, None)
+        if module is not None and hasattr(module, ch_attr):
+            out[key] = int(getattr(module, ch_attr))
+    if 'spatial_features_2d' not in out and 'spatial_features' in out:
+        out['spatial_features_2d'] = out['spatial_features']  # no 2D backbone: the BEV map goes to the head
+    return out
+
+
+def copy_pred_dicts(pred_dicts, detach=False):
+    """New list of new dicts holding the same (or detached) tensors.
+
+    ``pred_dicts``: list over head groups of ``{name: (B, C, H, W)}``.
+    """
+    return [{k: (v.detach() if detach else v) for k, v in d.items()} for d in pred_dicts]
+
+
+def tap_outputs(model, batch_dict, feature_keys=('spatial_features_2d',), boxes=None, with_targets=False,
+                detach=False, pred_dicts=None):
+    """Take a detector's outputs from ``batch_dict`` and its dense head, copying the containers.
+
+    Args:
+        model: the detector that just ran on ``batch_dict`` (has ``dense_head.forward_ret_dict``).
+        batch_dict: the dict the model's forward filled.
+        feature_keys: batch_dict keys to take (KeyError naming the key and the available ones when absent).
+        boxes: per-sample decoded dicts to store under ``boxes`` (or None).
+        with_targets: also copy ``forward_ret_dict['target_dicts']`` (training mode only).
+        detach: detach every tensor (teacher outputs, made under no_grad anyway).
+        pred_dicts: the raw head maps when the caller computed them (else ``forward_ret_dict['pred_dicts']``).
+    Returns:
+        dict: ``{key: tensor for key in feature_keys}``, ``pred_dicts`` (list over head groups of dicts of raw
+        maps, ``hm`` as logits), ``boxes``, and ``target_dicts`` when asked.
+    """
+    out = {}
+    for key in feature_keys:
+        if key not in batch_dict:
+            raise KeyError(f'{type(model).__name__} did not write {key!r} into batch_dict '
+                           f'(available: {sorted(k for k in batch_dict if torch.is_tensor(batch_dict[k]))})')
+        value = batch_dict[key]
+        out[key] = value.detach() if detach else value
+    ret = model.dense_head.forward_ret_dict
+    if pred_dicts is None:
+        if 'pred_dicts' not in ret:
+            raise KeyError(f'{type(model).__name__}.dense_head.forward_ret_dict has no pred_dicts after the forward')
+        pred_dicts = ret['pred_dicts']
+    out['pred_dicts'] = copy_pred_dicts(pred_dicts, detach=detach)
+    if with_targets:
+        out['target_dicts'] = {k: list(v) for k, v in ret['target_dicts'].items()}
+    out['boxes'] = boxes
+    return out
+
+
+@torch.no_grad()
+def raw_head_maps(head, features):
+    """CenterHead's raw maps without its decoding / target assignment: ``shared_conv`` then every head group
+    (OpenPCDet attribute names). features (B, C, H, W) -> list over groups of ``{name: (B, C_name, H, W)}``."""
+    x = head.shared_conv(features)
+    return [group(x) for group in head.heads_list]
+
+
+@torch.no_grad()
+def decode_boxes(model, pred_dicts, batch_size, post_cfg=None):
+    """Decode raw head maps with the model's post-processing (``post_cfg`` overrides keys of it, see
+    ``CenterHead.decode``), without gradient.
+
+    Returns a list over samples of ``pred_boxes (N, 9)``, ``pred_scores (N,)``, ``pred_labels (N,)`` (1-based),
+    all detached.
+    """
+    detached = copy_pred_dicts(pred_dicts, detach=True)
+    boxes = model.dense_head.decode(detached, batch_size, post_cfg=post_cfg)
+    return [{k: v.detach() for k, v in d.items()} for d in boxes]

@@ -1,0 +1,163 @@
+"""The frozen teacher of a Distiller: building, strict checkpoint loading, BN mode and its own voxels.
+
+The teacher is held in a :class:`FrozenTeacher` wrapper, outside the Distiller's module tree, so it never
+appears in ``parameters()`` / ``state_dict()`` / the optimizer / DDP; the Distiller forwards ``_apply`` (hence
+``.to()``, ``.cuda()``, ``.float()``) and keeps it in eval mode.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rdd.models.checkpoint import CheckpointError, load_state_dict_strict, read_model_state
+
+from .registry import KDConfigError
+
+TEACHER_BN_MODES = ('eval', 'batch')
+
+
+class TeacherCheckpointError(CheckpointError):
+    """The teacher checkpoint is missing, unreadable or does not fit the teacher config."""
+
+
+class FrozenTeacher:
+    """Plain (non-Module) holder of the teacher detector so that it stays out of the owner's module tree."""
+
+    def __init__(self, model):
+        self.model = model
+
+
+def resolve_teacher_ckpt(path, search_dirs=()):
+    """Absolute path of ``MODEL.TEACHER_CKPT``.
+
+    Absolute paths are returned as they are. A relative path is tried against each of ``search_dirs`` in order
+    (the KD config's directory first), and the first existing file wins; when none exists the first candidate
+    is returned so that the error names where it was expected.
+    """
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_absolute():
+        return p
+    candidates = [Path(d) / p for d in search_dirs if d] or [Path.cwd() / p]
+    candidates = [Path(os.path.normpath(c)) for c in candidates]
+    for c in candidates:
+        if c.is_file():
+            return c
+    return candidates[0]
+
+
+def kd_config_dirs(student_cfg, cfg_file=None):
+    """Directories a relative TEACHER_CKPT is resolved against: the KD config's (when known), the directory of
+    the STUDENT's ``_BASE_CONFIG_`` (the KD config's sibling in shipped configs), the repo root, the CWD."""
+    from rdd.config import ROOT_DIR
+    dirs = []
+    if cfg_file:
+        dirs.append(Path(cfg_file).resolve().parent)
+    base = (student_cfg or {}).get('_BASE_CONFIG_')
+    if base and Path(base).is_absolute():
+        dirs.append(Path(base).parent)
+    dirs += [Path(ROOT_DIR), Path.cwd()]
+    return dirs
+
+
+def load_teacher_weights(teacher, ckpt_path):
+    """Strictly load ``model_state`` from ``ckpt_path`` into ``teacher``; TeacherCheckpointError otherwise."""
+    if ckpt_path is None or str(ckpt_path) == '':
+        raise TeacherCheckpointError('MODEL.TEACHER_CKPT is not set: a Distiller needs the teacher checkpoint '
+                                     '(set MODEL.TEACHER_CKPT in the config or pass --teacher_ckpt PATH)')
+    if not os.path.isfile(ckpt_path):
+        raise TeacherCheckpointError(f'MODEL.TEACHER_CKPT: teacher checkpoint not found: {ckpt_path}')
+    try:
+        state = read_model_state(ckpt_path)
+        load_state_dict_strict(teacher, state, strict=True)
+    except CheckpointError as exc:
+        raise TeacherCheckpointError(f'MODEL.TEACHER_CKPT {ckpt_path} does not fit the teacher built from '
+                                     f'MODEL.TEACHER (wrong architecture or class list?):\n{exc}') from exc
+
+
+def freeze(model):
+    """``requires_grad=False`` on every parameter; returns the model."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def set_teacher_mode(model, bn_mode):
+    """Put the teacher in eval mode; with ``bn_mode == 'batch'`` its BatchNorm layers normalise with the
+    statistics of the current batch while their running statistics (and ``num_batches_tracked``) stay
+    untouched. The head stays in eval mode either way (no target assignment; boxes are decoded)."""
+    if bn_mode not in TEACHER_BN_MODES:
+        raise KDConfigError(f'MODEL.TEACHER_BN must be one of {TEACHER_BN_MODES}, got {bn_mode!r}')
+    model.eval()
+    if bn_mode == 'batch':
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.track_running_stats = False  # batch stats in forward, running buffers neither read nor written
+                m.train()
+    return model
+
+
+def _voxel_entry(data_cfg, who):
+    for entry in data_cfg.get('DATA_PROCESSOR', None) or []:
+        if entry.get('NAME') == 'transform_points_to_voxels':
+            return entry
+    raise KDConfigError(f"{who}.DATA_CONFIG.DATA_PROCESSOR has no 'transform_points_to_voxels' entry")
+
+
+class TeacherVoxelizer:
+    """Re-voxelizes ``batch_dict['points']`` on the teacher's grid when it differs from the student's.
+
+    Only points inside the student's range reach the batch, so a larger teacher range sees the student's
+    points only. Built from the teacher config's ``transform_points_to_voxels`` processor.
+    """
+
+    def __init__(self, teacher_cfg, num_point_features):
+        from rdd.datasets.processor.voxelizer import Voxelizer
+        entry = _voxel_entry(teacher_cfg.DATA_CONFIG, 'MODEL.TEACHER')
+        max_vox = entry.MAX_NUMBER_OF_VOXELS
+        self.voxelizers = {}
+        for mode in ('train', 'test'):
+            n = max_vox[mode] if isinstance(max_vox, dict) else max_vox
+            self.voxelizers[mode] = Voxelizer(
+                voxel_size=entry.VOXEL_SIZE, point_cloud_range=teacher_cfg.DATA_CONFIG.POINT_CLOUD_RANGE,
+                num_point_features=num_point_features, max_points_per_voxel=entry.MAX_POINTS_PER_VOXEL,
+                max_num_voxels=n)
+
+    def __call__(self, batch_dict, training=True):
+        """Replace ``voxels``, ``voxel_coords`` and ``voxel_num_points`` of the (teacher's copy of the) batch."""
+        from rdd.datasets.processor.voxelizer import voxelize_batch
+        points = batch_dict['points']
+        if not torch.is_tensor(points):
+            points = torch.as_tensor(np.asarray(points))
+        vox = self.voxelizers['train' if training else 'test']
+        voxels, coords, num = voxelize_batch(points, vox)
+        batch_dict['voxels'], batch_dict['voxel_coords'], batch_dict['voxel_num_points'] = voxels, coords, num
+        return batch_dict
+
+
+def grids_equal(geom_a, geom_b):
+    """Same voxel size and point-cloud range (to 1e-6)."""
+    return (np.allclose(np.asarray(geom_a.voxel_size, dtype=np.float64),
+                        np.asarray(geom_b.voxel_size, dtype=np.float64), atol=1e-6)
+            and np.allclose(np.asarray(geom_a.point_cloud_range, dtype=np.float64),
+                            np.asarray(geom_b.point_cloud_range, dtype=np.float64), atol=1e-5))
+
+
+def apply_teacher_ckpt(cfg, teacher_ckpt=None):
+    """Set (``teacher_ckpt``, the ``--teacher_ckpt`` flag) and resolve ``cfg.MODEL.TEACHER_CKPT`` in place.
+
+    For a Distiller config, a relative TEACHER_CKPT becomes absolute against the KD config's directory
+    (``cfg.CFG_FILE``, set by ``rdd.config.cfg_from_yaml_file``), then the repo root and the CWD; a relative
+    ``teacher_ckpt`` flag resolves against the CWD first, like any command-line path. Other configs: a given
+    ``teacher_ckpt`` is a ValueError (no teacher to load), else nothing changes. Returns ``cfg``.
+    """
+    if cfg.MODEL.get('NAME') != 'Distiller':
+        if teacher_ckpt:
+            raise ValueError(f'--teacher_ckpt given but MODEL.NAME is {cfg.MODEL.get("NAME")!r}, not Distiller')
+        return cfg
+    if teacher_ckpt:
+        cfg.MODEL.TEACHER_CKPT = str(resolve_teacher_ckpt(teacher_ckpt, [Path.cwd()]))
+    elif cfg.MODEL.get('TEACHER_CKPT'):
+        dirs = kd_config_dirs(cfg.MODEL.get('STUDENT'), cfg.get('CFG_FILE'))
+        cfg.MODEL.TEACHER_CKPT = str(resolve_teacher_ckpt(cfg.MODEL.TEACHER_CKPT, dirs))
+    return cfg

@@ -1,0 +1,118 @@
+"""OpenPCDet plugin: register rdd's classes into pcdet's name -> class registries.
+
+``import rdd.plugin`` registers them when ``pcdet`` is importable (OpenPCDet's ``pcdet.models`` needs its
+compiled CUDA ops; when it cannot be imported nothing happens). ``register(registries)`` does the work on any
+mapping of registry dicts, so it is testable without pcdet. Names inserted (see docs/openpcdet.md):
+
+* ``detectors``: ``Distiller`` (student + frozen teacher + KD losses; builds its student and teacher with rdd's
+  own modules, which load OpenPCDet checkpoints strictly);
+* ``backbones_3d``: ``VoxelResBackBone8xWidth`` (rdd's ``VoxelResBackBone8x``, honouring ``WIDTH`` /
+  ``NUM_FILTERS``);
+* ``backbones_2d``: ``BaseBEVBackboneWidth`` (rdd's ``BaseBEVBackbone``, honouring ``WIDTH``);
+* ``dense_heads``: ``CenterHeadRDD`` (rdd's ``CenterHead``: no ``.cuda()``, raw logits kept);
+* ``kd_losses`` (only when the mapping has that key): every KD loss builder of :mod:`rdd.distill.registry`.
+
+pcdet's own classes keep their names: an existing entry bound to a different class is never overwritten
+(PluginConflictError names it); re-registering the same class is a no-op. The alias names are added to rdd's own
+registries as well, so one student config works in both frameworks.
+"""
+import logging
+
+_LOG = logging.getLogger(__name__)
+
+# pcdet module holding each registry (its ``__all__`` dict)
+PCDET_REGISTRY_MODULES = {
+    'detectors': 'pcdet.models.detectors',
+    'backbones_3d': 'pcdet.models.backbones_3d',
+    'backbones_2d': 'pcdet.models.backbones_2d',
+    'dense_heads': 'pcdet.models.dense_heads',
+}
+
+
+class PluginConflictError(KeyError):
+    """A registry already maps the name to a different class."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
+def plugin_entries():
+    """``{registry name: {class name: class}}`` that :func:`register` inserts."""
+    from rdd.distill import Distiller
+    from rdd.distill.registry import KD_LOSSES, known_kd_losses
+    from rdd.models.backbones_2d import BaseBEVBackbone
+    from rdd.models.backbones_3d import VoxelResBackBone8x
+    from rdd.models.dense_heads import CenterHead
+    known_kd_losses()  # imports the built-in losses
+    return {
+        'detectors': {'Distiller': Distiller},
+        'backbones_3d': {'VoxelResBackBone8xWidth': VoxelResBackBone8x},
+        'backbones_2d': {'BaseBEVBackboneWidth': BaseBEVBackbone},
+        'dense_heads': {'CenterHeadRDD': CenterHead},
+        'kd_losses': dict(KD_LOSSES),
+    }
+
+
+def register(pcdet_registries):
+    """Insert :func:`plugin_entries` into ``pcdet_registries`` (a mapping registry name -> dict).
+
+    Registries missing from the mapping are skipped (``kd_losses`` is optional). Everything is checked before
+    anything is inserted: a name already bound to a different object raises PluginConflictError and leaves
+    every registry unchanged. Returns ``{registry: [inserted names]}``.
+    """
+    entries = plugin_entries()
+    conflicts = []
+    for reg_name, items in entries.items():
+        registry = pcdet_registries.get(reg_name)
+        if registry is None:
+            continue
+        for name, cls in items.items():
+            old = registry.get(name)
+            if old is not None and old is not cls:
+                conflicts.append(f'{reg_name}[{name!r}] is {getattr(old, "__module__", "?")}.'
+                                 f'{getattr(old, "__qualname__", old)}, not rdd\'s')
+    if conflicts:
+        raise PluginConflictError('rdd.plugin refuses to overwrite existing registry entries: ' + '; '.join(conflicts))
+    alias_in_rdd(entries)
+    inserted = {}
+    for reg_name, items in entries.items():
+        registry = pcdet_registries.get(reg_name)
+        if registry is None:
+            continue
+        inserted[reg_name] = [n for n in items if n not in registry]
+        registry.update(items)
+    return inserted
+
+
+def alias_in_rdd(entries=None):
+    """Make rdd's own registries accept the plugin's alias names too (same classes), so that a student config
+    written for pcdet (``VoxelResBackBone8xWidth``, ...) also builds inside the Distiller. Never overwrites."""
+    import importlib
+    entries = entries or plugin_entries()
+    for reg_name, module in (('backbones_3d', 'rdd.models.backbones_3d'), ('backbones_2d', 'rdd.models.backbones_2d'),
+                             ('dense_heads', 'rdd.models.dense_heads')):
+        registry = importlib.import_module(module).__all__
+        for name, cls in entries[reg_name].items():
+            registry.setdefault(name, cls)
+
+
+def pcdet_registries():
+    """pcdet's registry dicts, or None when ``pcdet.models`` cannot be imported (no CUDA ops, not installed)."""
+    import importlib
+    try:
+        return {name: importlib.import_module(mod).__all__ for name, mod in PCDET_REGISTRY_MODULES.items()}
+    except Exception as exc:  # ImportError, or OSError / RuntimeError from pcdet's compiled extensions
+        _LOG.debug('pcdet not importable, rdd.plugin registers nothing: %s', exc)
+        return None
+
+
+def register_with_pcdet():
+    """Register into pcdet when it is importable; returns what was inserted, or None."""
+    import importlib.util
+    if importlib.util.find_spec('pcdet') is None:
+        return None
+    regs = pcdet_registries()
+    return None if regs is None else register(regs)
+
+
+REGISTERED = register_with_pcdet()

@@ -1,0 +1,203 @@
+"""Baseline KD losses on hand-made inputs: golden values, invariants and config errors (no models needed)."""
+import pytest
+import torch
+from easydict import EasyDict
+
+from rdd.distill.baselines import FitNetLoss, LabelKDLoss, LogitKDLoss, RoIMimicLoss
+from rdd.distill.registry import (GridInfo, KD_LOSSES, KDConfigError, KDContext, build_kd_loss, known_kd_losses,
+                                  register_kd_loss)
+
+HEAD_ORDER = ['center', 'center_z', 'dim', 'rot', 'vel']
+HEAD_CH = {'center': 2, 'center_z': 1, 'dim': 3, 'rot': 2, 'vel': 2}
+CODE_W = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2, 1.0, 1.0]
+
+
+def grid(cell, size, half=8.0):
+    return GridInfo(point_cloud_range=(-half, -half, -5.0, half, half, 3.0), voxel_size=(cell, cell, 0.2),
+                    feature_map_stride=1, map_size=(size, size))
+
+
+def context(t_grid=None, s_grid=None, t_ch=4, s_ch=2, mode='resample'):
+    t_grid, s_grid = t_grid or grid(2.0, 8), s_grid or grid(2.0, 8)
+    side = {'head_dict': {k: {'out_channels': v, 'num_conv': 2} for k, v in HEAD_CH.items()},
+            'class_names_each_head': [['car']]}
+    info = {'class_names': ['car'], 'class_names_each_head': [['car']], 'head_order': HEAD_ORDER,
+            'head_channels': HEAD_CH, 'code_weights': CODE_W, 'teacher_grid': t_grid, 'student_grid': s_grid,
+            'teacher': dict(side), 'student': dict(side)}
+    return KDContext({'spatial_features_2d': t_ch}, {'spatial_features_2d': s_ch}, info, grid_mismatch=mode)
+
+
+def pred(hm, reg=None, size=8):
+    d = {k: torch.zeros(1, c, size, size) for k, c in HEAD_CH.items()} if reg is None else dict(reg)
+    d['hm'] = hm
+    return d
+
+
+def targets(size=8, inds=(0,), offsets=((0.5, 0.5),), hm=None):
+    k = 4
+    ind = torch.zeros(1, k, dtype=torch.long)
+    mask = torch.zeros(1, k, dtype=torch.long)
+    tb = torch.zeros(1, k, 10)
+    for i, (c, off) in enumerate(zip(inds, offsets)):
+        ind[0, i], mask[0, i], tb[0, i, :2] = c, 1, torch.tensor(off)
+    heat = hm if hm is not None else torch.zeros(1, 1, size, size)
+    return {'heatmaps': [heat], 'inds': [ind], 'masks': [mask], 'target_boxes': [tb]}
+
+
+# ------------------------------------------------------------------------------------------------ registry
+def test_registry_names_and_errors():
+    assert {'RDDLoss', 'LogitKDLoss', 'FitNetLoss', 'RoIMimicLoss', 'LabelKDLoss'} <= set(known_kd_losses())
+    with pytest.raises(KDConfigError, match="unknown KD loss 'Nope'"):
+        build_kd_loss(EasyDict(NAME='Nope'), context())
+    with pytest.raises(KDConfigError, match='needs a NAME'):
+        build_kd_loss(EasyDict(WEIGHT=1.0), context())
+
+    class Other(torch.nn.Module):
+        @classmethod
+        def from_config(cls, cfg, ctx):
+            return cls()
+    with pytest.raises(ValueError, match='already registered'):
+        register_kd_loss('FitNetLoss')(Other)
+    assert KD_LOSSES['FitNetLoss'].__qualname__ == 'FitNetLoss.from_config'
+
+
+# ------------------------------------------------------------------------------------------------ logit KD
+def test_logit_kd_golden_heatmap_term():
+    loss_fn = LogitKDLoss.from_config(EasyDict(NAME='LogitKDLoss', HM_WEIGHT=1.0, REG_WEIGHT=0.0), context())
+    hm_t = torch.full((1, 1, 8, 8), -10.0)
+    hm_t[0, 0, 2, 3] = 0.0  # p_t = 0.5
+    hm_s = torch.full((1, 1, 8, 8), -10.0)
+    hm_s[0, 0, 2, 3] = torch.logit(torch.tensor(0.2))
+    gauss = torch.zeros(1, 1, 8, 8)
+    gauss[0, 0, 2, 3], gauss[0, 0, 2, 4] = 1.0, 0.5
+    loss, tb = loss_fn({'pred_dicts': [pred(hm_t)]}, {'pred_dicts': [pred(hm_s)], 'target_dicts': targets(hm=gauss)},
+                       {})
+    # mask: 0.5 * 1.0 at (2,3); ~1e-4 * 0.5 at (2,4) (clamped p_t), 0 elsewhere
+    m1, m2 = 0.5, 1e-4 * 0.5
+    expected = (m1 * (0.2 - 0.5) ** 2 + m2 * 0.0) / (m1 + m2 + 1e-6)
+    assert float(loss) == pytest.approx(expected, rel=1e-3)
+    assert tb['logit_kd_hm'] == pytest.approx(expected, rel=1e-3)
+
+
+def test_logit_kd_regression_at_gt_centres_same_grid():
+    loss_fn = LogitKDLoss.from_config(EasyDict(NAME='LogitKDLoss', HM_WEIGHT=0.0, REG_WEIGHT=1.0), context())
+    reg_t = {k: torch.zeros(1, c, 8, 8) for k, c in HEAD_CH.items()}
+    reg_s = {k: torch.zeros(1, c, 8, 8, requires_grad=True) for k, c in HEAD_CH.items()}
+    reg_t['dim'][0, 0, 1, 2] = 2.0   # at the GT cell (ind = 1*8+2): |0-2| * code_w[2] = 2
+    reg_t['rot'][0, 0, 1, 2] = 1.0   # code_w[6] = 0.2 -> 0.2
+    reg_t['vel'][0, 1, 5, 5] = 9.0   # not a GT cell: ignored
+    hm = torch.zeros(1, 1, 8, 8)
+    loss, _ = loss_fn({'pred_dicts': [pred(hm, reg_t)]}, {'pred_dicts': [pred(hm, reg_s)],
+                                                           'target_dicts': targets(inds=(10,))}, {})
+    assert float(loss) == pytest.approx(2.2, rel=1e-6)
+    loss.backward()
+    assert reg_s['dim'].grad[0, 0, 1, 2] != 0 and reg_s['vel'].grad.abs().sum() == 0
+
+
+def test_logit_kd_regression_across_grids_reexpresses_centre():
+    """Teacher on a 2x finer grid predicting the exact GT centre gives the student's exact target offset."""
+    s_grid, t_grid = grid(2.0, 8), grid(1.0, 16)
+    loss_fn = LogitKDLoss.from_config(EasyDict(NAME='LogitKDLoss', HM_WEIGHT=0.0, REG_WEIGHT=1.0),
+                                      context(t_grid, s_grid))
+    gx, gy = 3.3, -2.7  # metres
+    sx, sy = (gx + 8.0) / 2.0, (gy + 8.0) / 2.0  # student map coords
+    s_ind = int(sy) * 8 + int(sx)
+    s_off = (sx - int(sx), sy - int(sy))
+    tx, ty = (gx + 8.0), (gy + 8.0)  # teacher map coords (1 m cells)
+    reg_t = {k: torch.zeros(1, c, 16, 16) for k, c in HEAD_CH.items()}
+    reg_t['center'][0, 0, int(ty), int(tx)] = tx - int(tx)
+    reg_t['center'][0, 1, int(ty), int(tx)] = ty - int(ty)
+    reg_s = {k: torch.zeros(1, c, 8, 8) for k, c in HEAD_CH.items()}
+    reg_s['center'][0, 0].fill_(s_off[0])
+    reg_s['center'][0, 1].fill_(s_off[1])
+    tgt = targets(inds=(s_ind,), offsets=(s_off,))
+    loss, _ = loss_fn({'pred_dicts': [pred(torch.zeros(1, 1, 16, 16), reg_t)]},
+                      {'pred_dicts': [pred(torch.zeros(1, 1, 8, 8), reg_s)], 'target_dicts': tgt}, {})
+    assert float(loss) == pytest.approx(0.0, abs=1e-5)
+    reg_s['center'][0, 0].fill_(s_off[0] + 0.25)  # 0.25 student cells off along x -> L1 0.25
+    loss, _ = loss_fn({'pred_dicts': [pred(torch.zeros(1, 1, 16, 16), reg_t)]},
+                      {'pred_dicts': [pred(torch.zeros(1, 1, 8, 8), reg_s)], 'target_dicts': tgt}, {})
+    assert float(loss) == pytest.approx(0.25, abs=1e-5)
+
+
+def test_logit_kd_grid_error_mode():
+    with pytest.raises(KDConfigError, match='grids differ'):
+        LogitKDLoss.from_config(EasyDict(NAME='LogitKDLoss'), context(grid(1.0, 16), grid(2.0, 8), mode='error'))
+
+
+# ------------------------------------------------------------------------------------------------ FitNet
+def test_fitnet_golden_and_resample():
+    ctx = context(t_ch=2, s_ch=2)
+    loss_fn = FitNetLoss.from_config(EasyDict(NAME='FitNetLoss'), ctx)
+    with torch.no_grad():
+        loss_fn.adapter.weight.copy_(torch.eye(2)[:, :, None, None])
+        loss_fn.adapter.bias.zero_()
+    fs = torch.randn(2, 2, 8, 8)
+    ft = fs + 0.5
+    loss, tb = loss_fn({'spatial_features_2d': ft}, {'spatial_features_2d': fs}, {})
+    assert float(loss) == pytest.approx(0.25, rel=1e-5)
+    # coarser student, constant maps: resampled inside the range it is the same constant
+    ctx2 = context(grid(1.0, 16), grid(2.0, 8), t_ch=2, s_ch=2)
+    loss_fn2 = FitNetLoss.from_config(EasyDict(NAME='FitNetLoss'), ctx2)
+    loss_fn2.load_state_dict(loss_fn.state_dict())
+    loss, _ = loss_fn2({'spatial_features_2d': torch.full((1, 2, 16, 16), 1.0)},
+                       {'spatial_features_2d': torch.full((1, 2, 8, 8), 1.0)}, {})
+    assert float(loss) < 0.05  # only border cells (zero padding beyond the range) differ
+
+
+def test_fitnet_config_errors():
+    with pytest.raises(KDConfigError, match='ADAPTER.TEACHER_CHANNELS'):
+        FitNetLoss.from_config(EasyDict(NAME='FitNetLoss', ADAPTER={'TEACHER_CHANNELS': 3}), context())
+    with pytest.raises(KDConfigError, match="'spatial_features_3d'"):
+        FitNetLoss.from_config(EasyDict(NAME='FitNetLoss', FEATURE_KEY='spatial_features_3d'), context())
+    with pytest.raises(KDConfigError, match='LR'):
+        FitNetLoss.from_config(EasyDict(NAME='FitNetLoss', LR=1), context())
+
+
+# ------------------------------------------------------------------------------------------------ RoI mimic
+def test_roi_mimic_zero_boxes_and_identity():
+    loss_fn = RoIMimicLoss.from_config(EasyDict(NAME='RoIMimicLoss', GRID_SIZE=3), context(t_ch=2, s_ch=2))
+    fs = torch.randn(2, 2, 8, 8, requires_grad=True)
+    empty = {'gt_boxes': torch.zeros(2, 3, 10)}
+    loss, tb = loss_fn({'spatial_features_2d': fs.detach() + 1}, {'spatial_features_2d': fs}, empty)
+    assert float(loss) == 0.0 and tb['roi_mimic_boxes'] == 0.0
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in loss_fn.parameters())
+    with torch.no_grad():
+        loss_fn.adapter.weight.copy_(torch.eye(2)[:, :, None, None])
+        loss_fn.adapter.bias.zero_()
+    gt = torch.zeros(2, 3, 10)
+    gt[0, 0] = torch.tensor([1.0, -2.0, 0.0, 4.0, 2.0, 1.5, 0.7, 0, 0, 1])
+    loss, tb = loss_fn({'spatial_features_2d': fs.detach()}, {'spatial_features_2d': fs}, {'gt_boxes': gt})
+    assert float(loss) == pytest.approx(0.0, abs=1e-10) and tb['roi_mimic_boxes'] == 0.5
+    loss, _ = loss_fn({'spatial_features_2d': fs.detach() + 1.0}, {'spatial_features_2d': fs}, {'gt_boxes': gt})
+    assert float(loss) == pytest.approx(1.0, rel=1e-5)  # box well inside the map: every cell differs by 1
+
+
+# ------------------------------------------------------------------------------------------------ label KD
+def test_label_kd_joins_confident_teacher_boxes():
+    loss_fn = LabelKDLoss.from_config(EasyDict(NAME='LabelKDLoss'), context())
+    gt = torch.zeros(2, 2, 10)
+    gt[0, 0] = torch.tensor([0, 0, 0, 4, 2, 1.5, 0, 0, 0, 1])
+    gt_before = gt.clone()
+    tboxes = [{'pred_boxes': torch.tensor([[5.0, 5, 0, 4, 2, 1.5, 0.1, 1, 0], [9.0, 9, 0, 1, 1, 1, 0, 0, 0]]),
+               'pred_scores': torch.tensor([0.9, 0.5]), 'pred_labels': torch.tensor([2, 3])},
+              {'pred_boxes': torch.tensor([[1.0, 1, 0, 1, 1, 1, 0, 0, 0]] * 3),
+               'pred_scores': torch.tensor([0.61, 0.7, 0.95]), 'pred_labels': torch.tensor([9, 9, 9])}]
+    batch = {'gt_boxes': gt}
+    out = loss_fn.prepare_student_batch({'boxes': tboxes}, batch)
+    assert torch.equal(batch['gt_boxes'], gt_before) and out is not batch
+    new = out['gt_boxes']
+    assert new.shape == (2, 3, 10)
+    assert torch.equal(new[0, 0], gt[0, 0]) and new[0, 1, -1] == 2 and new[0, 1, 0] == 5.0
+    assert (new[0, 2] == 0).all()
+    assert (new[1, :, -1] == 9).all()
+    loss, tb = loss_fn({}, {}, out)
+    assert float(loss) == 0.0 and tb['label_kd_boxes'] == 2.0
+    dedup = LabelKDLoss.from_config(EasyDict(NAME='LabelKDLoss', DEDUP_IOU=0.5), context())
+    tb0 = [{'pred_boxes': torch.tensor([[0.1, 0, 0, 4, 2, 1.5, 0, 0, 0]]), 'pred_scores': torch.tensor([0.9]),
+            'pred_labels': torch.tensor([1])}, tboxes[1]]
+    out = dedup.prepare_student_batch({'boxes': tb0}, batch)
+    assert (out['gt_boxes'][0, 1:] == 0).all()  # the teacher's copy of the GT box is dropped
+    with pytest.raises(KDConfigError, match='SCORE_THRESH'):
+        LabelKDLoss.from_config(EasyDict(NAME='LabelKDLoss', SCORE_THRESH=6), context())

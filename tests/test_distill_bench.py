@@ -1,0 +1,24 @@
+"""bench/kd_step.py runs end to end on the tiny KD config and writes the documented JSON."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_kd_step_bench_tiny(tmp_path):
+    out = tmp_path / 'bench.json'
+    res = subprocess.run([sys.executable, str(ROOT / 'bench' / 'kd_step.py'), '--cfg',
+                          str(ROOT / 'tests' / 'configs' / 'tiny_kd.yaml'), '--repeats', '1', '--json', str(out)],
+                         capture_output=True, text=True, cwd=str(ROOT), timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    for key in ('student', 'logit_kd', 'rdd'):
+        assert data[key]['step_s'] > 0 and data[key]['peak_mb'] >= 0
+    assert 0 < data['rdd']['rdd_loss_s'] < data['rdd']['step_s']
+    assert data['rdd']['proposals'] > 150  # 100 teacher + 100 student boxes, a few merged
+    assert data['meta']['bev'] == [16, 16]

@@ -1,0 +1,114 @@
+"""rdd.plugin: registration into pcdet-style registries (plain dicts; pcdet is not installed here)."""
+import importlib.util
+
+import pytest
+
+import rdd.plugin as plugin
+from rdd.distill import Distiller
+from rdd.models.backbones_3d import VoxelResBackBone8x
+
+
+def _registries():
+    class PcdetCenterPoint:  # stands in for pcdet's own classes
+        pass
+    return {'detectors': {'CenterPoint': PcdetCenterPoint}, 'backbones_3d': {'VoxelResBackBone8x': object},
+            'backbones_2d': {}, 'dense_heads': {}}
+
+
+def test_register_inserts_and_keeps_pcdet_classes():
+    regs = _registries()
+    keep = regs['detectors']['CenterPoint']
+    inserted = plugin.register(regs)
+    assert regs['detectors']['Distiller'] is Distiller and regs['detectors']['CenterPoint'] is keep
+    assert regs['backbones_3d']['VoxelResBackBone8xWidth'] is VoxelResBackBone8x
+    assert regs['backbones_3d']['VoxelResBackBone8x'] is object
+    assert 'BaseBEVBackboneWidth' in regs['backbones_2d'] and 'CenterHeadRDD' in regs['dense_heads']
+    assert inserted['detectors'] == ['Distiller']
+    assert plugin.register(regs) == {k: [] for k in inserted}  # idempotent
+
+
+def test_register_refuses_to_overwrite_and_changes_nothing():
+    regs = _registries()
+    regs['dense_heads']['CenterHeadRDD'] = object
+    with pytest.raises(plugin.PluginConflictError, match="dense_heads\\['CenterHeadRDD'\\]"):
+        plugin.register(regs)
+    assert 'Distiller' not in regs['detectors']  # checked before inserting anything
+
+
+def test_kd_losses_registry_optional():
+    regs = _registries()
+    regs['kd_losses'] = {}
+    plugin.register(regs)
+    assert {'RDDLoss', 'LogitKDLoss', 'FitNetLoss', 'RoIMimicLoss', 'LabelKDLoss'} <= set(regs['kd_losses'])
+
+
+def test_import_without_pcdet_is_a_noop():
+    if importlib.util.find_spec('pcdet') is None:
+        assert plugin.REGISTERED is None
+    else:
+        assert plugin.REGISTERED is not None
+
+
+def test_aliases_known_to_rdd_registries():
+    from rdd.models.backbones_2d import BaseBEVBackbone, __all__ as bev_registry
+    from rdd.models.backbones_3d import __all__ as sparse_registry
+    plugin.register(_registries())
+    assert sparse_registry['VoxelResBackBone8xWidth'] is VoxelResBackBone8x
+    assert bev_registry['BaseBEVBackboneWidth'] is BaseBEVBackbone
+    assert sparse_registry['VoxelResBackBone8x'] is VoxelResBackBone8x
+
+
+def _pcdet_style_load(path):
+    """OpenPCDet's config semantics: a mapping's _BASE_CONFIG_ (relative to the CWD) is read and its raw content
+    copied in (its own nested bases are NOT resolved), then the mapping's keys are merged on top."""
+    import yaml
+    from easydict import EasyDict
+
+    def merge(config, new):
+        if '_BASE_CONFIG_' in new:
+            with open(new['_BASE_CONFIG_']) as f:
+                config.update(EasyDict(yaml.safe_load(f)))
+        for key, val in new.items():
+            if isinstance(val, dict):
+                config.setdefault(key, EasyDict())
+                merge(config[key], val)
+            else:
+                config[key] = val
+        return config
+    with open(path) as f:
+        return merge(EasyDict(), yaml.safe_load(f))
+
+
+def test_distiller_builds_from_a_pcdet_loaded_config(tmp_path, monkeypatch):
+    """The KD config as OpenPCDet's tools load it (paths relative to the CWD, nested bases left unresolved)."""
+    import torch
+    from pathlib import Path
+
+    from rdd.config import cfg_from_yaml_file
+    from rdd.models import build_model, build_network
+    from test_distill_helpers import write_teacher_ckpt
+    root = Path(__file__).resolve().parent.parent
+    ckpt = tmp_path / 'teacher.pth'
+    write_teacher_ckpt(ckpt)
+    kd = tmp_path / 'kd.yaml'
+    kd.write_text(f"""CLASS_NAMES: ['car','truck', 'construction_vehicle', 'bus', 'trailer',
+              'barrier', 'motorcycle', 'bicycle', 'pedestrian', 'traffic_cone']
+DATA_CONFIG:
+    _BASE_CONFIG_: tests/configs/tiny_dataset.yaml
+MODEL:
+    NAME: Distiller
+    STUDENT: {{_BASE_CONFIG_: tests/configs/tiny_student.yaml}}
+    TEACHER: {{_BASE_CONFIG_: tests/configs/tiny_teacher.yaml}}
+    TEACHER_CKPT: {ckpt}
+    KD_LOSSES: [{{NAME: FitNetLoss}}]
+""")
+    monkeypatch.chdir(root)
+    cfg = _pcdet_style_load(kd)
+    assert 'MODEL' in cfg.MODEL.STUDENT and 'VFE' not in cfg.MODEL.STUDENT.MODEL  # pcdet left the base unresolved
+    from rdd.models import model_geometry
+    geom = model_geometry(cfg_from_yaml_file(root / 'tests' / 'configs' / 'tiny_student.yaml'))
+    d = build_network(cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=geom)
+    ref = build_model(cfg_from_yaml_file(root / 'tests' / 'configs' / 'tiny_student.yaml'))
+    assert {k: v.shape for k, v in ref.state_dict().items()} == \
+        {k[len('student.'):]: v.shape for k, v in d.state_dict().items() if k.startswith('student.')}
+    assert torch.equal(next(iter(d.teacher.state_dict().values())), torch.load(ckpt)['model_state']['global_step'])
