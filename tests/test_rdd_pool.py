@@ -99,3 +99,43 @@ def test_resample_matches_interpolate_on_same_range():
     shifted = BEVGeometry.from_voxels([-5.0, -6.0, -5.0, 7.0, 6.0, 3.0], [0.25, 0.25, 0.2], 4)  # 1 m along +x
     moved = resample_to_geometry(fmap, shifted, GEOM, (24, 24))
     assert torch.allclose(moved[..., 2:], ref[..., :-2], atol=1e-9)  # dst column j+2 sits where src had j
+
+
+def _grid_sample_reference(fmap, boxes, batch_idx, geom, g):
+    """Per-box ``grid_sample`` (bilinear, zero padding, align_corners=False) at the box's grid points."""
+    height, width = fmap.shape[-2:]
+    pts = roi_grid_points(boxes, g)
+    u = 2.0 * (pts[..., 0] - geom.x_min) / (geom.cell_x * width) - 1.0
+    v = 2.0 * (pts[..., 1] - geom.y_min) / (geom.cell_y * height) - 1.0
+    out = [F.grid_sample(fmap[b:b + 1], torch.stack([u[n], v[n]], -1)[None, None].to(fmap.dtype), mode='bilinear',
+                         padding_mode='zeros', align_corners=False)[0, :, 0].t()
+           for n, b in enumerate(batch_idx.tolist())]
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+def test_matches_grid_sample_values_and_gradient(layout):
+    torch.manual_seed(3)
+    boxes = torch.cat([_box(0.3, -1.2, 4.0, 1.8, 0.7), _box(5.6, 5.2, 3.0, 2.0, -2.5),  # over a map corner
+                       _box(-5.9, 0.4, 2.6, 1.1, 1.9), _box(1.0, 1.0, 3.0, 1.0, 0.0), _box(0.8, 1.1, 2.0, 2.5, 0.3),
+                       _box(30.0, 0.0, 2.0, 2.0, 0.1)])  # wholly outside
+    batch_idx = torch.tensor([1, 0, 2, 1, 1, 0])  # unsorted, overlapping boxes share cells
+    fmap = torch.randn(3, 5, 24, 24, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_(True)
+    ref_map = fmap.detach().clone().requires_grad_(True)
+    out = roi_grid_pool(fmap, boxes, batch_idx, GEOM, 7)
+    ref = _grid_sample_reference(ref_map, boxes, batch_idx, GEOM, 7)
+    assert out.shape == (6, 49, 5)
+    assert torch.allclose(out, ref, atol=1e-12)
+    assert torch.count_nonzero(out[5]) == 0 and torch.count_nonzero(out[1]) > 0
+    upstream = torch.randn_like(out)
+    (out * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    assert torch.allclose(fmap.grad, ref_map.grad, atol=1e-12)
+
+
+def test_float32_map_matches_grid_sample():
+    torch.manual_seed(4)
+    fmap = torch.randn(2, 16, 24, 24)
+    boxes = torch.cat([_box(0.3, -1.2, 4.0, 1.8, 0.7), _box(-5.7, 5.5, 3.0, 2.0, -2.5)]).float()
+    out = roi_grid_pool(fmap, boxes, torch.tensor([0, 1]), GEOM, 7)
+    assert torch.allclose(out, _grid_sample_reference(fmap, boxes, torch.tensor([0, 1]), GEOM, 7), atol=1e-5)

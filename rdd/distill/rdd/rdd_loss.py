@@ -18,6 +18,26 @@ def _head_channels(head_dict):
     return [(k, int(v['out_channels'] if isinstance(v, dict) else v)) for k, v in head_dict.items() if k != 'hm']
 
 
+class _KnownLinear(torch.autograd.Function):
+    """``y = x W^T + b`` for rows whose ``y`` was already computed without grad: forward returns ``y`` as is,
+    backward is the linear map's (so a layer applied to all rows for a no-grad use is differentiated only on the
+    rows that reach the loss)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, y):
+        ctx.save_for_backward(x, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])
+        gx = (g @ weight).view(x.shape) if ctx.needs_input_grad[0] else None
+        gw = g.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+        gb = g.sum(0) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None
+
+
 class RDDLoss(nn.Module):
     """RDD loss: proposals -> rotated-RoI region pairs -> disparity top-gamma -> balanced MI bounds.
 
@@ -213,17 +233,22 @@ class RDDLoss(nn.Module):
         g = self.grid_size
         rt = roi_grid_pool(ft, props.boxes, props.batch_idx, self.t_geom, g)
         rs_raw = roi_grid_pool(fs, props.boxes, props.batch_idx, s_geom, g)
-        rs = self.adapt(rs_raw)
-        disp = self.disparity_fn(rt, rs, self.disparity_eps)
+        with torch.no_grad():  # all pairs for the disparity; the loss only differentiates the kept ones
+            rs_all = self.adapt(rs_raw)
+        disp = self.disparity_fn(rt, rs_all, self.disparity_eps)
         keep = select_top_fraction(disp, props.batch_idx, bsz, self.gamma)
-        kept, k_head = props.index(keep), head_idx[keep]
+        keep_idx = torch.nonzero(keep).flatten()
+        kept, k_head = props.index(keep_idx), head_idx[keep_idx]
+        rs_raw, rt = rs_raw.index_select(0, keep_idx), rt.index_select(0, keep_idx)
+        w2d = self.adapter.weight.view(self.adapter.weight.shape[:2])
+        rs = _KnownLinear.apply(rs_raw, w2d, self.adapter.bias, rs_all.index_select(0, keep_idx))
         tb['rdd_pairs_kept'] = float(keep.sum()) / bsz
         tb['rdd_disp_kept'] = float(disp[keep].mean())
         tb['rdd_disp_dropped'] = float(disp[~keep].mean()) if bool((~keep).any()) else 0.0
         w = balanced_pair_weights(kept.batch_idx, kept.sources, k_head, bsz, self.num_heads,
                                   box_area=kept.boxes[:, 3] * kept.boxes[:, 4], **self.balance)
         if self.lambda_feat > 0:
-            l_feat = weighted_sample_mean(gaussian_bound(rt[keep], rs[keep], var_f), w, kept.batch_idx, bsz)
+            l_feat = weighted_sample_mean(gaussian_bound(rt, rs, var_f), w, kept.batch_idx, bsz)
             loss = loss + self.lambda_feat * l_feat
             tb['rdd_feat'] = float(l_feat.detach())
         if self.lambda_logit > 0:
@@ -231,7 +256,7 @@ class RDDLoss(nn.Module):
             loss = loss + self.lambda_logit * (l_hm + self.lambda_reg * l_reg)
             tb['rdd_hm'], tb['rdd_reg'] = float(l_hm.detach()), float(l_reg.detach())
         if self.compression_beta > 0:
-            l_c = weighted_sample_mean(0.5 * rs_raw[keep].pow(2).flatten(1).mean(1), w, kept.batch_idx, bsz)
+            l_c = weighted_sample_mean(0.5 * rs_raw.pow(2).flatten(1).mean(1), w, kept.batch_idx, bsz)
             loss = loss + self.compression_beta * l_c
             tb['rdd_compress'] = float(l_c.detach())
         tb['rdd_loss'] = float(loss.detach())

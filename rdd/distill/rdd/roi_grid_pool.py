@@ -1,9 +1,10 @@
-"""Rotated-RoI grid pooling of BEV maps (bilinear ``grid_sample``, G x G cells per box).
+"""Rotated-RoI grid pooling of BEV maps (bilinear, as ``grid_sample`` with ``align_corners=False``; G x G cells per box).
 
 Convention (docs/architecture.md): a BEV map is ``(B, C, H, W)``, ``H`` along y and ``W`` along x; cell
 ``(i, j)`` covers ``x in [x_min + j*sx, x_min + (j+1)*sx)`` and ``y in [y_min + i*sy, y_min + (i+1)*sy)`` with
 ``sx = voxel_size_x * feature_map_stride``. With ``align_corners=False`` a normalised coordinate ``u = -1`` is the
-left edge of column 0 and ``u = +1`` the right edge of column ``W-1``, so ``u = 2 (x - x_min) / (sx W) - 1``.
+left edge of column 0 and ``u = +1`` the right edge of column ``W-1``, so ``u = 2 (x - x_min) / (sx W) - 1``, i.e.
+the continuous column coordinate (0 at the centre of column 0) is ``(x - x_min) / sx - 0.5``.
 
 A box's ``G x G`` sampling points are the cell centres of a ``G x G`` grid laid over the box in its own frame:
 row ``i`` runs along the box's local y (width ``dy``), column ``j`` along its local x (length ``dx``, the heading).
@@ -16,7 +17,6 @@ import torch.nn.functional as F
 
 __all__ = ['BEVGeometry', 'roi_grid_points', 'xy_to_grid_coords', 'roi_grid_pool', 'resample_to_geometry']
 
-_OUTSIDE = -4.0  # normalised coordinate of padding slots: far outside [-1, 1], so zero padding returns 0
 
 
 @dataclass(frozen=True)
@@ -85,44 +85,85 @@ def xy_to_grid_coords(xy, geometry, height, width):
     return torch.stack([u, v], dim=-1)
 
 
-def roi_grid_pool(feature_map, boxes, batch_idx, geometry, grid_size):
-    """Bilinearly pool ``G x G`` cells of each rotated box from a batched BEV map, in one ``grid_sample`` call.
+def _bilinear_taps(px, py, height, width):
+    """The four bilinear taps of points at continuous pixel coordinates (``0`` = centre of column / row 0).
 
     Args:
-        feature_map: (B, C, H, W) BEV map placed by ``geometry``.
+        px, py: (N,) float column / row coordinates.
+        height, width: map size.
+    Returns:
+        (N, 4) int64 flat cell indices ``row * width + col`` and (N, 4) weights (same dtype as ``px``); a tap
+        outside the map gets index 0 and weight 0 (``grid_sample``'s zero padding).
+    """
+    x0, y0 = torch.floor(px), torch.floor(py)
+    fx, fy = px - x0, py - y0
+    x0, y0 = x0.long(), y0.long()
+    xs = torch.stack([x0, x0 + 1, x0, x0 + 1], dim=-1)
+    ys = torch.stack([y0, y0, y0 + 1, y0 + 1], dim=-1)
+    weights = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=-1)
+    inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
+    index = torch.where(inside, ys * width + xs, torch.zeros_like(xs))
+    return index, torch.where(inside, weights, torch.zeros_like(weights))
+
+
+class _GatherCells(torch.autograd.Function):
+    """``(B, C, H, W)`` map, ``(U,)`` distinct flat cell indices ``b*H*W + row*W + col`` -> ``(U, C)`` channel
+    vectors of those cells (any memory layout). The backward writes the rows back into a zero map without
+    accumulation, which distinct cells allow (autograd's indexing backward would accumulate, serially on CPU)."""
+
+    @staticmethod
+    def forward(ctx, feature_map, cells):
+        bsz, channels, height, width = feature_map.shape
+        sample, cell = cells // (height * width), cells % (height * width)
+        ctx.save_for_backward(sample, cell)
+        ctx.map_shape = feature_map.shape
+        return feature_map.reshape(bsz, channels, height * width)[sample, :, cell]
+
+    @staticmethod
+    def backward(ctx, grad_rows):
+        sample, cell = ctx.saved_tensors
+        bsz, channels, height, width = ctx.map_shape
+        grad = grad_rows.new_zeros((bsz, channels, height * width))
+        grad[sample, :, cell] = grad_rows
+        return grad.view(ctx.map_shape), None
+
+
+def roi_grid_pool(feature_map, boxes, batch_idx, geometry, grid_size):
+    """Bilinearly pool ``G x G`` cells of each rotated box from a batched BEV map.
+
+    Same values as ``grid_sample(mode='bilinear', padding_mode='zeros', align_corners=False)`` at the points of
+    :func:`roi_grid_points`, for the whole batch at once and without padding samples to equal box counts: the
+    channel vectors of the distinct cells the points touch are gathered once, then each point is the weighted
+    sum of its four taps (``embedding_bag``). Only the touched cells are read (no full-map layout copy) and the
+    gradient is a sparse write into the map (``grid_sample``'s CPU backward runs on one thread per sample and is
+    several times slower).
+
+    Args:
+        feature_map: (B, C, H, W) BEV map placed by ``geometry`` (any memory layout).
         boxes: (P, 7+) boxes in metres / radians.
         batch_idx: (P,) int64 sample index of each box.
         geometry: BEVGeometry of ``feature_map``.
         grid_size: G.
     Returns:
         (P, G*G, C) pooled values, cells first and channels last (zero where a point falls outside the map,
-        partial near the border). The map is sampled in channels-last memory order: each point then reads
-        contiguous channel vectors, several times faster than planar reads for wide maps on CPU.
+        partial near the border).
     """
     bsz, channels, height, width = feature_map.shape
     g2 = int(grid_size) ** 2
     num = boxes.shape[0]
     if num == 0:
         return feature_map.new_zeros((0, g2, channels))
-    batch_idx = batch_idx.long()
-    counts = torch.bincount(batch_idx, minlength=bsz)
-    pmax = int(counts.max())
-    # slot of each box inside its sample: rank among the boxes of the same sample (boxes need not be sorted)
-    order = torch.argsort(batch_idx, stable=True)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.empty_like(batch_idx)
-    slot[order] = torch.arange(num, device=boxes.device) - starts[batch_idx[order]]
-    flat = batch_idx * pmax + slot
-
-    coords = xy_to_grid_coords(roi_grid_points(boxes, grid_size), geometry, height, width)  # (P, G2, 2)
-    grid = coords.new_full((bsz * pmax, g2, 2), _OUTSIDE)
-    grid[flat] = coords.to(grid.dtype)
-    grid = grid.view(bsz, pmax, g2, 2).to(feature_map.dtype)
-    pooled = F.grid_sample(feature_map.contiguous(memory_format=torch.channels_last), grid, mode='bilinear',
-                           padding_mode='zeros', align_corners=False)
-    # (B, C, Pmax, G2) in channels-last memory -> (B*Pmax, G2, C) (a view) -> the real boxes
-    pooled = pooled.permute(0, 2, 3, 1).reshape(bsz * pmax, g2, channels)
-    return pooled[flat]
+    # pixel coordinates of the sampling points (float64: exact taps whatever the map's dtype)
+    xy = roi_grid_points(boxes.detach().double(), grid_size)  # (P, G2, 2)
+    px = (xy[..., 0] - geometry.x_min) / geometry.cell_x - 0.5
+    py = (xy[..., 1] - geometry.y_min) / geometry.cell_y - 0.5
+    index, weights = _bilinear_taps(px, py, height, width)  # (P, G2, 4)
+    index = index + (batch_idx.long().to(index.device) * (height * width))[:, None, None]
+    cells, tap_rows = torch.unique(index, return_inverse=True)  # sorted distinct cells; taps -> their row
+    rows = _GatherCells.apply(feature_map, cells)  # (U, C)
+    pooled = F.embedding_bag(tap_rows.view(num * g2, 4), rows, mode='sum',
+                             per_sample_weights=weights.view(num * g2, 4).to(feature_map.dtype))
+    return pooled.view(num, g2, channels)
 
 
 def resample_to_geometry(feature_map, src_geometry, dst_geometry, dst_shape):
