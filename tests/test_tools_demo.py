@@ -5,9 +5,8 @@ import pytest
 
 from rdd.engine import demo
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_demo_quick_writes_table(tmp_path):
     summary = demo.main(['--quick', '--out', str(tmp_path / 'out'), '--data_path', str(tmp_path / 'data')])
     saved = json.loads((tmp_path / 'out' / 'results.json').read_text())
@@ -20,3 +19,22 @@ def test_demo_quick_writes_table(tmp_path):
     teacher, student = saved['rows'][1], saved['rows'][2]
     assert student['params'] < teacher['params'] and student['macs'] < teacher['macs']
     assert 'mAP' in saved['table'] and 'GMACs' in saved['table']
+
+
+@pytest.mark.parametrize('quick', [False, True])
+def test_rdd_demo_config_matches_what_the_demo_runs(quick):
+    """The demo runs configs/demo/rdd_cp_voxel_s.yaml as it is: it must train on the student's schedule and data,
+    from the teacher the demo trains, so that running it by hand reproduces the demo's RDD row."""
+    from rdd.engine.cli import REPO_ROOT, load_config
+    plan = demo.PLANS['quick' if quick else 'full']
+    assert demo.schedule(demo.CONFIGS['rdd'], plan) == demo.schedule(demo.CONFIGS['student'], plan)
+    rdd = load_config(str(REPO_ROOT / demo.CONFIGS['rdd']))
+    student = load_config(str(REPO_ROOT / demo.CONFIGS['student']))
+    teacher = load_config(str(REPO_ROOT / demo.CONFIGS['teacher']))
+    assert dict(rdd.OPTIMIZATION) == dict(student.OPTIMIZATION)
+    assert rdd.DATA_CONFIG == student.DATA_CONFIG
+    teacher_epochs = int(plan['epochs'] or teacher.OPTIMIZATION.NUM_EPOCHS)
+    if not quick:  # the config's default teacher is where the full demo (default --out) writes its teacher
+        expected = (REPO_ROOT / 'output' / 'demo_results' / 'runs' / teacher.EXP_GROUP_PATH / teacher.TAG / 'demo'
+                    / 'ckpt' / f'checkpoint_epoch_{teacher_epochs}.pth')
+        assert rdd.MODEL.TEACHER_CKPT == str(expected)

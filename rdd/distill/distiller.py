@@ -9,10 +9,16 @@ Config (``MODEL`` of a distillation config; see docs/openpcdet.md and configs/rd
     TEACHER_BN: eval          # eval: running statistics (default); batch: this batch's statistics, buffers kept
     GRID_MISMATCH: resample   # resample | error, when the student's BEV grid differs from the teacher's
     LOSS_DET_WEIGHT: 1.0      # weight of the student's detection loss
-    KD_LOSSES: [{NAME: RDDLoss, WEIGHT: 1.0, ...}, ...]
+    KD_LOSSES: [{NAME: RDDLoss, WEIGHT: 1.0, ...}, ...]   # optional TAG per entry (see below)
+
+Each KD_LOSSES entry is keyed by its ``TAG`` if it has one, else by its ``NAME``; two entries with the same key
+are a KDConfigError (give repeated losses distinct TAGs, e.g. ``{NAME: FitNetLoss, TAG: fitnet_bev}``). The key
+names the entry's parameters and its TensorBoard scalars (``kd/<key>``), so reordering KD_LOSSES changes neither.
 
 ``state_dict()`` = the student under ``student.`` and the KD losses' parameters (adapters, variances) under
-``kd_losses.<i>.``; never the teacher (held outside the module tree, see :mod:`rdd.distill.teacher`).
+``kd_losses.<key>.``; never the teacher (held outside the module tree, see :mod:`rdd.distill.teacher`). The losses
+are registered, computed and summed in key order (parameter and optimizer state order, and every bit of the loss,
+do not depend on the list order); only their ``prepare_student_batch`` hooks (label KD's) run in list order.
 """
 import logging
 
@@ -25,7 +31,8 @@ from rdd.models.detectors import register_detector
 
 from . import feature_taps
 from .subconfig import complete_sub_config
-from .registry import DEFAULT_REQUIRES, GridInfo, KDConfigError, KDContext, build_kd_loss
+from .registry import (DEFAULT_REQUIRES, GridInfo, KDConfigError, KDContext, build_kd_loss, decode_post_cfg,
+                       kd_loss_key)
 from .teacher import (FrozenTeacher, TeacherVoxelizer, freeze, grids_equal, kd_config_dirs, load_teacher_weights,
                       resolve_teacher_ckpt, set_teacher_mode)
 
@@ -138,34 +145,29 @@ class Distiller(nn.Module):
                             head_info=_head_info(self.student, teacher, grid_s, grid_t),
                             grid_mismatch=self.grid_mismatch)
         self.kd_context = context
-        self.kd_losses = nn.ModuleList()
-        self.kd_weights, self.kd_names = [], []
+        built, self.kd_weights, self.kd_names = {}, [], []  # weights / names in KD_LOSSES order
         for i, loss_cfg in enumerate(model_cfg.KD_LOSSES or []):
-            self.kd_losses.append(build_kd_loss(loss_cfg, context, index=i))
+            module = build_kd_loss(loss_cfg, context, index=i)  # first: its errors name a missing / unknown NAME
+            key = kd_loss_key(loss_cfg, i, taken=self.kd_names)
+            built[key] = module
             self.kd_weights.append(float(loss_cfg.get('WEIGHT', 1.0)))
-            name = loss_cfg['NAME']
-            self.kd_names.append(name if name not in self.kd_names else f'{name}_{i}')
+            self.kd_names.append(key)
+        self.kd_losses = nn.ModuleDict([(k, built[k]) for k in sorted(built)])
         self.loss_det_weight = float(model_cfg.get('LOSS_DET_WEIGHT', 1.0))
-        self.tap_keys = tuple(sorted({k for loss in self.kd_losses
+        self.tap_keys = tuple(sorted({k for loss in self.kd_losses.values()
                                       for k in getattr(loss, 'feature_keys', ('spatial_features_2d',))}))
         for key in self.tap_keys:
             context.feature_channels(key, 'MODEL.KD_LOSSES', cfg_key='feature key')
-        requires = {r for loss in self.kd_losses for r in getattr(loss, 'REQUIRES', DEFAULT_REQUIRES)}
+        requires = {r for loss in self.kd_losses.values() for r in getattr(loss, 'REQUIRES', DEFAULT_REQUIRES)}
         self.need_student_boxes = 'student_boxes' in requires
         self.need_teacher_boxes = 'boxes' in requires or self.need_student_boxes
-        # decode only what the box consumers keep: the lowest score any of them uses (when all declare one)
-        # and at most as many top-scoring candidates per head group as any of them keeps
-        consumers = [loss for loss in self.kd_losses
+        # decode only what the box consumers can use (exact: see registry.decode_post_cfg)
+        consumers = [loss for loss in self.kd_losses.values()
                      if {'boxes', 'student_boxes'} & set(getattr(loss, 'REQUIRES', DEFAULT_REQUIRES))]
         scores = [getattr(loss, 'min_box_score', None) for loss in consumers]
-        counts = [getattr(loss, 'max_boxes_per_sample', None) for loss in consumers]
-        post = self.student.dense_head.model_cfg.POST_PROCESSING
-        self.decode_cfg = {}
-        if scores and None not in scores:
-            self.decode_cfg['SCORE_THRESH'] = max(float(post.SCORE_THRESH), min(float(v) for v in scores))
-        if counts and None not in counts:
-            self.decode_cfg['MAX_OBJ_PER_SAMPLE'] = min(int(post.MAX_OBJ_PER_SAMPLE), max(int(v) for v in counts))
-        self.decode_cfg = self.decode_cfg or None
+        self.min_box_score = min(float(v) for v in scores) if scores and None not in scores else None
+        self.decode_cfgs = {'teacher': decode_post_cfg(teacher, self.min_box_score),
+                            'student': decode_post_cfg(self.student, self.min_box_score)}
 
     # ------------------------------------------------------------------ teacher plumbing
     @property
@@ -214,7 +216,8 @@ class Distiller(nn.Module):
         preds = feature_taps.raw_head_maps(teacher.dense_head, tbatch['spatial_features_2d'])
         out = feature_taps.tap_outputs(teacher, tbatch, self.tap_keys, detach=True, pred_dicts=preds)
         if self.need_teacher_boxes:
-            out['boxes'] = feature_taps.decode_boxes(teacher, preds, tbatch['batch_size'], self.decode_cfg)
+            out['boxes'] = feature_taps.decode_boxes(teacher, preds, tbatch['batch_size'],
+                                                     self.decode_cfgs['teacher'])
         return out
 
     def forward_student(self, batch_dict):
@@ -224,18 +227,20 @@ class Distiller(nn.Module):
         out = feature_taps.tap_outputs(self.student, sbatch, self.tap_keys, with_targets=True)
         if self.need_student_boxes:
             out['boxes'] = feature_taps.decode_boxes(self.student, out['pred_dicts'], sbatch['batch_size'],
-                                                     self.decode_cfg)
+                                                     self.decode_cfgs['student'])
         return ret_dict, tb_dict, disp_dict, out
 
     def kd_forward(self, teacher_out, student_out, batch_dict):
-        """Weighted sum of the KD terms and their tb entries (``kd/<NAME>`` raw, ``kd/<NAME>/<key>`` details)."""
+        """Weighted sum of the KD terms (computed in key order) and their tb entries (``kd/<key>`` raw,
+        ``kd/<key>/<name>`` details; ``<key>`` is the entry's TAG or NAME)."""
         total, tb = None, {}
-        for name, weight, loss_fn in zip(self.kd_names, self.kd_weights, self.kd_losses):
+        weights = dict(zip(self.kd_names, self.kd_weights))
+        for name, loss_fn in self.kd_losses.items():  # key order: the list order does not change a single bit
             loss, loss_tb = loss_fn(teacher_out, student_out, batch_dict)
             tb[f'kd/{name}'] = float(loss.detach())
             for k, v in (loss_tb or {}).items():
                 tb[f'kd/{name}/{k}'] = float(v)
-            total = weight * loss if total is None else total + weight * loss
+            total = weights[name] * loss if total is None else total + weights[name] * loss
         return total, tb
 
     def forward(self, batch_dict):
@@ -245,7 +250,7 @@ class Distiller(nn.Module):
             return self.student(batch_dict)
         teacher_out = self.forward_teacher(batch_dict)
         batch_dict = dict(batch_dict)
-        for loss_fn in self.kd_losses:
+        for loss_fn in (self.kd_losses[name] for name in self.kd_names):
             if hasattr(loss_fn, 'prepare_student_batch'):
                 batch_dict = loss_fn.prepare_student_batch(teacher_out, batch_dict)
         ret_dict, tb_dict, disp_dict, student_out = self.forward_student(batch_dict)

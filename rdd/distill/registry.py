@@ -3,9 +3,10 @@
 Contract for a KD loss (an ``nn.Module``):
 
 * ``from_config(cfg, context)`` classmethod: ``cfg`` is one entry of ``MODEL.KD_LOSSES`` (EasyDict, with
-  ``NAME`` and ``WEIGHT``, which the Distiller consumes), ``context`` a :class:`KDContext`. Build-time
-  checks (a feature key the models do not produce, adapter channels that do not match, a grid mismatch the
-  loss cannot handle) raise :class:`KDConfigError` naming the key.
+  ``NAME`` and ``WEIGHT``, which the Distiller consumes; its optional ``TAG``, the Distiller's key for the entry,
+  is removed before the builder sees it), ``context`` a :class:`KDContext`. Build-time checks (a feature key
+  the models do not produce, adapter channels that do not match, a grid mismatch the loss cannot handle) raise
+  :class:`KDConfigError` naming the key.
 * ``forward(teacher, student, batch_dict) -> (loss, tb_dict)``: ``teacher`` / ``student`` are the dicts made
   by :func:`rdd.distill.feature_taps.tap_outputs`: the tapped feature maps by key (e.g.
   ``spatial_features_2d`` (B, C, H, W)), ``pred_dicts`` (list over head groups of raw head maps, ``hm`` as
@@ -19,15 +20,16 @@ Contract for a KD loss (an ``nn.Module``):
   makes the Distiller decode the student's maps), ``feature_keys`` (instance attribute: the batch_dict keys
   to tap, default ``('spatial_features_2d',)``) and ``prepare_student_batch(teacher, batch_dict) ->
   batch_dict`` (called after the teacher forward and before the student's; e.g. label KD adds teacher boxes
-  to ``gt_boxes``), ``min_box_score`` (the lowest box score the loss uses: when every box consumer declares
-  one, boxes are decoded with ``SCORE_THRESH = max(head's, min of them)``) and ``max_boxes_per_sample`` (when
-  every consumer declares one, each head group's top-K before NMS, ``MAX_OBJ_PER_SAMPLE``, is cut to the largest
-  of them); both make decoding cheaper.
+  to ``gt_boxes``) and ``min_box_score`` (the lowest box score the loss uses: when every box consumer declares
+  one, boxes are decoded with ``SCORE_THRESH`` just below the lowest of them when that is above the head's; the
+  decoded boxes at or above it are unchanged, decoding is cheaper).
 """
 import importlib
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch.nn as nn
 
 KD_LOSSES: Dict[str, Callable] = {}
@@ -119,6 +121,38 @@ class KDContext:
                 f'same voxel size / range / stride')
 
 
+_KEY_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+
+
+def kd_loss_key(loss_cfg, index, taken=()):
+    """The key of ``MODEL.KD_LOSSES[index]``: its ``TAG`` if set, else its ``NAME``. KDConfigError naming the entry
+    when the key is not an identifier (it names ``kd_losses.<key>.*`` parameters) or is already in ``taken`` (the
+    keys of the entries before it, in order)."""
+    key = loss_cfg.get('TAG', None) or loss_cfg.get('NAME', None)
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+        raise KDConfigError(f'MODEL.KD_LOSSES[{index}].TAG: {key!r} is not a valid key (letters, digits, _; '
+                            f'no dots)')
+    taken = list(taken)
+    if key in taken:
+        raise KDConfigError(f'MODEL.KD_LOSSES[{index}]: key {key!r} is already used by MODEL.KD_LOSSES'
+                            f'[{taken.index(key)}]; give repeated losses distinct TAGs '
+                            f'(e.g. TAG: {key.lower()}_{index})')
+    return key
+
+
+def decode_post_cfg(model, min_score):
+    """POST_PROCESSING override (dict, or None for none) for decoding ``model``'s boxes for KD losses that use no
+    box scored below ``min_score``: ``SCORE_THRESH`` raised to just below it (the head keeps ``score >
+    SCORE_THRESH``, a loss may keep ``score >= min_score``). The boxes scored ``>= min_score`` are exactly those of
+    the plain decode: a lower-scored box never suppresses a higher-scored one in NMS nor displaces it from the NMS
+    caps. (A top-K cut would not be exact: a candidate outside a head's top-K can survive NMS.)"""
+    if min_score is None:
+        return None
+    below = float(np.nextafter(np.float32(min_score), np.float32(-np.inf)))
+    own = float(model.dense_head.model_cfg.POST_PROCESSING.SCORE_THRESH)
+    return {'SCORE_THRESH': below} if below > own else None
+
+
 def register_kd_loss(name, builder=None):
     """Register a KD loss under ``name``.
 
@@ -153,7 +187,6 @@ def _build_rdd_loss(cfg, context):
     module.feature_keys = (key,)
     proposal = rdd_config_with_defaults(cfg)['PROPOSAL']
     module.min_box_score = float(proposal['SCORE_THRESH'])
-    module.max_boxes_per_sample = int(proposal['MAX_PER_SOURCE'])
     return module
 
 
@@ -178,6 +211,8 @@ def build_kd_loss(cfg, context: KDContext, index: Optional[int] = None) -> nn.Mo
     name = cfg['NAME']
     if name not in KD_LOSSES:
         raise KDConfigError(f'{where}.NAME: unknown KD loss {name!r} (known: {sorted(KD_LOSSES)})')
+    if 'TAG' in cfg:  # the Distiller's key for this entry (see rdd.distill.distiller), not a loss option
+        cfg = type(cfg)({k: v for k, v in cfg.items() if k != 'TAG'})
     try:
         module = KD_LOSSES[name](cfg, context)
     except ImportError as exc:

@@ -64,7 +64,9 @@ def test_parser():
 
 def load_config(cfg_file, set_cfgs=None, teacher_ckpt=None):
     """Load ``cfg_file`` (clear error when missing), apply ``--set`` overrides and ``--teacher_ckpt``, fill
-    ``ROOT_DIR``, ``EXP_GROUP_PATH`` and ``TAG``."""
+    ``ROOT_DIR``, ``EXP_GROUP_PATH`` and ``TAG``. For a distillation config without ``--teacher_ckpt``, a relative
+    ``MODEL.TEACHER_CKPT`` becomes absolute against ``cfg_file``'s directory (then the repo root, the CWD; see
+    ``rdd.distill.apply_teacher_ckpt``)."""
     from rdd.config import cfg_from_list, cfg_from_yaml_file
     from rdd.engine.run_dir import exp_group_and_tag
     if not os.path.isfile(cfg_file):
@@ -81,6 +83,9 @@ def load_config(cfg_file, set_cfgs=None, teacher_ckpt=None):
         if not os.path.isfile(teacher_ckpt):
             raise FileNotFoundError(f'--teacher_ckpt not found: {teacher_ckpt}')
         cfg.MODEL.TEACHER_CKPT = os.path.abspath(teacher_ckpt)
+    elif cfg.get('MODEL', {}).get('NAME') == 'Distiller':
+        from rdd.distill import apply_teacher_ckpt  # lazy: plain detector runs never import the KD package
+        apply_teacher_ckpt(cfg)  # a relative MODEL.TEACHER_CKPT resolves against the config file's directory
     root = Path(cfg.get('ROOT_DIR') or REPO_ROOT)
     cfg.ROOT_DIR = root
     cfg.EXP_GROUP_PATH, cfg.TAG = exp_group_and_tag(cfg_file, root)
