@@ -145,6 +145,15 @@ def interleaved(fns, repeats):
             for name, rs in runs.items()}
 
 
+def _rdd_loss_of(distiller):
+    """The distiller's RDD loss module (KD losses are keyed by name, not position)."""
+    from rdd.distill.rdd import RDDLoss
+    found = [m for m in distiller.kd_losses.values() if isinstance(m, RDDLoss)]
+    if len(found) != 1:
+        raise SystemExit(f'--cfg must have exactly one RDDLoss in MODEL.KD_LOSSES, found {len(found)}')
+    return found[0]
+
+
 def rdd_loss_time(rdd, t_out, s_out, batch, repeats):
     def leafs(d):
         out = dict(d)
@@ -209,7 +218,7 @@ def main(argv=None):
     for name in ('student', 'logit_kd'):
         res[name].pop('out')
         results[name] = res[name]
-    loss_s, rtb = rdd_loss_time(d_rdd.kd_losses[0], t_out, s_out, batch, args.repeats)
+    loss_s, rtb = rdd_loss_time(_rdd_loss_of(d_rdd), t_out, s_out, batch, args.repeats)
     results['rdd'] = dict(res['rdd'], rdd_loss_s=loss_s, proposals=rtb['rdd_pairs_proposed'],
                           pairs_kept=rtb['rdd_pairs_kept'])
     results['meta']['bev'] = list(t_out['spatial_features_2d'].shape[-2:])
