@@ -24,6 +24,7 @@ setup(
         "tqdm",
         "nuscenes-devkit==1.2.0",
         "shapely>=2.0",
+        "pyquaternion",
     ],
     extras_require={
         "test": ["pytest>=7"],
