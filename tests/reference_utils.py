@@ -108,7 +108,12 @@ def shared_dir():
 
 
 def compat_json(name):
-    """(meta, OrderedDict key -> shape list) of ``compat/<name>``."""
+    """(meta, OrderedDict key -> shape list) of ``compat/<name>``; skips the calling test, saying why, when the
+    shared reference files are absent (a checkout without ``../shared``)."""
+    import pytest
+
+    if not (COMPAT / name).is_file():
+        pytest.skip(f'OpenPCDet reference file absent: {COMPAT / name} (needs ../shared beside the repo)')
     with open(COMPAT / name) as f:
         data = json.load(f)
     return data['meta'], data['state_dict']
