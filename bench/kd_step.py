@@ -67,6 +67,7 @@ class PeakRSS:
 
 def make_batch(cfg, sweeps, num_boxes=20, seed=0):
     """One-sample batch on the KD config's grid (voxelized with rdd's Voxelizer)."""
+    from rdd.config import voxel_processor_cfg
     from rdd.datasets.processor.voxelizer import Voxelizer, voxelize_batch
     from rdd.datasets.synthetic import make_point_cloud
     from rdd.models import model_geometry
@@ -75,9 +76,7 @@ def make_batch(cfg, sweeps, num_boxes=20, seed=0):
     pts = make_point_cloud(num_sweeps=sweeps, seed=seed).astype(np.float32)
     keep = np.all((pts[:, :3] >= pcr[:3]) & (pts[:, :3] < pcr[3:]), axis=1)
     pts = torch.from_numpy(np.concatenate([np.zeros((int(keep.sum()), 1), np.float32), pts[keep]], axis=1))
-    entry = [e for e in cfg.DATA_CONFIG.DATA_PROCESSOR if e.NAME == 'transform_points_to_voxels'][0]
-    vox = Voxelizer(entry.VOXEL_SIZE, pcr, pts.shape[1] - 1, entry.MAX_POINTS_PER_VOXEL,
-                    entry.MAX_NUMBER_OF_VOXELS['train'])
+    vox = Voxelizer.from_processor_config(voxel_processor_cfg(cfg.DATA_CONFIG), pcr, pts.shape[1] - 1, 'train')
     voxels, coords, num = voxelize_batch(pts, vox)
     rng = np.random.RandomState(seed)
     gt = np.zeros((1, num_boxes, 10), np.float32)

@@ -180,6 +180,17 @@ def cfg_from_list(cfg_list: List[str], config: dict) -> dict:
     return config
 
 
+def voxel_processor_cfg(data_cfg: dict) -> dict:
+    """The ``transform_points_to_voxels`` entry of ``DATA_CONFIG.DATA_PROCESSOR`` (voxel size and limits).
+
+    Raises :class:`ConfigError` when the config has none.
+    """
+    for entry in data_cfg.get("DATA_PROCESSOR", None) or []:
+        if entry.get("NAME") == "transform_points_to_voxels":
+            return entry
+    raise ConfigError("DATA_CONFIG.DATA_PROCESSOR has no 'transform_points_to_voxels' entry (needed for VOXEL_SIZE)")
+
+
 def iter_leaf_keys(cfg: dict, prefix: str = "") -> Iterable[str]:
     """Yield the dotted paths of all leaves of a nested mapping."""
     for key, val in cfg.items():

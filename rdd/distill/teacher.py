@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rdd.config import ConfigError, voxel_processor_cfg
 from rdd.models.checkpoint import CheckpointError, load_state_dict_strict, read_model_state
 
 from .registry import KDConfigError
@@ -97,13 +98,6 @@ def set_teacher_mode(model, bn_mode):
     return model
 
 
-def _voxel_entry(data_cfg, who):
-    for entry in data_cfg.get('DATA_PROCESSOR', None) or []:
-        if entry.get('NAME') == 'transform_points_to_voxels':
-            return entry
-    raise KDConfigError(f"{who}.DATA_CONFIG.DATA_PROCESSOR has no 'transform_points_to_voxels' entry")
-
-
 class TeacherVoxelizer:
     """Re-voxelizes ``batch_dict['points']`` on the teacher's grid when it differs from the student's.
 
@@ -113,15 +107,12 @@ class TeacherVoxelizer:
 
     def __init__(self, teacher_cfg, num_point_features):
         from rdd.datasets.processor.voxelizer import Voxelizer
-        entry = _voxel_entry(teacher_cfg.DATA_CONFIG, 'MODEL.TEACHER')
-        max_vox = entry.MAX_NUMBER_OF_VOXELS
-        self.voxelizers = {}
-        for mode in ('train', 'test'):
-            n = max_vox[mode] if isinstance(max_vox, dict) else max_vox
-            self.voxelizers[mode] = Voxelizer(
-                voxel_size=entry.VOXEL_SIZE, point_cloud_range=teacher_cfg.DATA_CONFIG.POINT_CLOUD_RANGE,
-                num_point_features=num_point_features, max_points_per_voxel=entry.MAX_POINTS_PER_VOXEL,
-                max_num_voxels=n)
+        try:
+            entry = voxel_processor_cfg(teacher_cfg.DATA_CONFIG)
+        except ConfigError as err:
+            raise KDConfigError(f'MODEL.TEACHER.{err}') from None
+        self.voxelizers = {mode: Voxelizer.from_processor_config(
+            entry, teacher_cfg.DATA_CONFIG.POINT_CLOUD_RANGE, num_point_features, mode) for mode in ('train', 'test')}
 
     def __call__(self, batch_dict, training=True):
         """Replace ``voxels``, ``voxel_coords`` and ``voxel_num_points`` of the (teacher's copy of the) batch."""

@@ -5,6 +5,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from rdd.config import ConfigError, voxel_processor_cfg
+
 from .detectors import DETECTORS, register_detector
 
 __all__ = ['build_network', 'build_model', 'model_geometry', 'DETECTORS', 'register_detector',
@@ -16,13 +18,6 @@ class UnknownDetectorError(KeyError):
 
     def __str__(self):
         return str(self.args[0]) if self.args else ''
-
-
-def _voxel_processor(data_cfg):
-    for entry in data_cfg.get('DATA_PROCESSOR', None) or []:
-        if entry.get('NAME') == 'transform_points_to_voxels':
-            return entry
-    raise KeyError("DATA_CONFIG.DATA_PROCESSOR has no 'transform_points_to_voxels' entry (needed for VOXEL_SIZE)")
 
 
 def model_geometry(cfg):
@@ -46,7 +41,10 @@ def model_geometry(cfg):
     pc_range = np.array(data_cfg.POINT_CLOUD_RANGE, dtype=np.float32)
     if pc_range.shape != (6,):
         raise ValueError(f'DATA_CONFIG.POINT_CLOUD_RANGE needs 6 numbers, got {list(data_cfg.POINT_CLOUD_RANGE)}')
-    voxel_size = [float(v) for v in _voxel_processor(data_cfg)['VOXEL_SIZE']]
+    try:
+        voxel_size = [float(v) for v in voxel_processor_cfg(data_cfg)['VOXEL_SIZE']]
+    except ConfigError as err:  # model_geometry reports every missing config key as a KeyError
+        raise KeyError(str(err)) from None
     grid_size = np.round((pc_range[3:6] - pc_range[0:3]) / np.array(voxel_size)).astype(np.int64)
     used = data_cfg.POINT_FEATURE_ENCODING.get('used_feature_list', None)
     if not used:

@@ -190,15 +190,14 @@ def voxelize_for_model(cfg, points, geometry=None):
     Uses ``DATA_CONFIG.DATA_PROCESSOR``'s ``transform_points_to_voxels`` entry (test-mode MAX_NUMBER_OF_VOXELS)
     and the dataset's :class:`rdd.datasets.processor.voxelizer.Voxelizer` (spconv ``PointToVoxel``).
     """
+    from rdd.config import voxel_processor_cfg
     from rdd.datasets.processor.voxelizer import Voxelizer
     from rdd.models import model_geometry
     geo = geometry or model_geometry(cfg)
-    proc = next(p for p in cfg.DATA_CONFIG.DATA_PROCESSOR if p.NAME == 'transform_points_to_voxels')
-    max_voxels = proc.MAX_NUMBER_OF_VOXELS
-    max_voxels = max_voxels['test'] if isinstance(max_voxels, dict) else max_voxels
     num_features = geo.point_feature_encoder.num_point_features
     pts = np.ascontiguousarray(points[:, :num_features], dtype=np.float32)
-    vox = Voxelizer(geo.voxel_size, geo.point_cloud_range, num_features, proc.MAX_POINTS_PER_VOXEL, max_voxels)
+    vox = Voxelizer.from_processor_config(voxel_processor_cfg(cfg.DATA_CONFIG), geo.point_cloud_range,
+                                          num_features, 'test')
     voxels, coords, num = vox(pts)
     coords = np.concatenate([np.zeros((len(coords), 1), np.int32), coords], axis=1)
     return {'batch_size': 1, 'voxels': torch.from_numpy(voxels), 'voxel_num_points': torch.from_numpy(num),

@@ -79,10 +79,8 @@ class DataProcessor:
         if data_dict is None:
             if self.num_point_features is None:
                 raise ValueError('transform_points_to_voxels needs num_point_features')
-            max_voxels = config['MAX_NUMBER_OF_VOXELS']
-            max_voxels = max_voxels[self.mode] if isinstance(max_voxels, dict) else max_voxels
-            self.voxelizer = Voxelizer(config['VOXEL_SIZE'], self.point_cloud_range, self.num_point_features,
-                                       config['MAX_POINTS_PER_VOXEL'], max_voxels)
+            self.voxelizer = Voxelizer.from_processor_config(config, self.point_cloud_range,
+                                                             self.num_point_features, self.mode)
             self.grid_size = self.voxelizer.grid_size
             self.voxel_size = config['VOXEL_SIZE']
             return partial(self.transform_points_to_voxels, config=config)

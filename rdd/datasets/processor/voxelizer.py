@@ -40,6 +40,16 @@ class Voxelizer:
         self.num_overflow_calls = 0
         self._generators = {}
 
+    @classmethod
+    def from_processor_config(cls, entry, point_cloud_range, num_point_features, mode):
+        """Build from a ``transform_points_to_voxels`` processor entry (``VOXEL_SIZE``,
+        ``MAX_POINTS_PER_VOXEL``, ``MAX_NUMBER_OF_VOXELS`` as a number or a ``{'train', 'test'}`` dict read for
+        ``mode``)."""
+        max_voxels = entry['MAX_NUMBER_OF_VOXELS']
+        max_voxels = max_voxels[mode] if isinstance(max_voxels, dict) else max_voxels
+        return cls(entry['VOXEL_SIZE'], point_cloud_range, num_point_features, entry['MAX_POINTS_PER_VOXEL'],
+                   max_voxels)
+
     def __getstate__(self):
         d = dict(self.__dict__)
         d['_generators'] = {}
