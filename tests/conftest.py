@@ -52,3 +52,13 @@ def synth_nusc(tmp_path_factory):
                          val_info_path=paths['val'], dbinfos_path=dbinfos,
                          gt_database_dir=os.path.join(out.root, 'gt_database_10sweeps_withvelo'),
                          split_file=out.split_file, train_scenes=out.train_scenes, val_scenes=out.val_scenes)
+
+
+@pytest.fixture(scope='session')
+def tiny_teacher_ckpt(tmp_path_factory):
+    """A random-weight teacher checkpoint (OpenPCDet format) for ``tests/configs/tiny_teacher.yaml``."""
+    from test_distill_helpers import write_teacher_ckpt
+
+    path = tmp_path_factory.mktemp('teacher') / 'teacher.pth'
+    write_teacher_ckpt(path)
+    return path

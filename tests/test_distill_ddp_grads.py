@@ -3,7 +3,7 @@ Distiller with each KD loss on batches with no GT box and with nothing for the l
 import pytest
 import torch
 
-from test_distill_helpers import build_distiller, kd_cfg, make_batch, write_teacher_ckpt
+from test_distill_helpers import build_distiller, kd_cfg, make_batch
 
 NOTHING = 1.01  # a score no box reaches: zero proposals / teacher boxes
 LOSS_SETS = {
@@ -19,17 +19,10 @@ LOSS_SETS = {
 }
 
 
-@pytest.fixture(scope='module')
-def teacher_ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp('teacher') / 'teacher.pth'
-    write_teacher_ckpt(path)
-    return path
-
-
 @pytest.mark.parametrize('name', sorted(LOSS_SETS))
 @pytest.mark.parametrize('gt', ['no_gt', 'one_empty_sample'])
-def test_every_trainable_parameter_gets_a_gradient(teacher_ckpt, name, gt):
-    cfg = kd_cfg(teacher_ckpt, losses=LOSS_SETS[name])
+def test_every_trainable_parameter_gets_a_gradient(tiny_teacher_ckpt, name, gt):
+    cfg = kd_cfg(tiny_teacher_ckpt, losses=LOSS_SETS[name])
     d = build_distiller(cfg)
     d.train()
     batch = make_batch(cfg, num_boxes=0) if gt == 'no_gt' else make_batch(cfg, empty_sample=1)

@@ -4,14 +4,7 @@ import torch
 
 from rdd.distill.registry import decode_post_cfg
 from rdd.distill.feature_taps import decode_boxes, raw_head_maps
-from test_distill_helpers import build_distiller, kd_cfg, make_batch, write_teacher_ckpt
-
-
-@pytest.fixture(scope='module')
-def teacher_ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp('teacher') / 'teacher.pth'
-    write_teacher_ckpt(path)
-    return path
+from test_distill_helpers import build_distiller, kd_cfg, make_batch
 
 
 def _run(cfg, steps=2):
@@ -29,8 +22,8 @@ def _run(cfg, steps=2):
     return records, d.state_dict()
 
 
-def test_two_seeded_distillation_runs_are_identical(teacher_ckpt):
-    cfg = kd_cfg(teacher_ckpt)  # RDD + logit KD + FitNet + RoI mimic
+def test_two_seeded_distillation_runs_are_identical(tiny_teacher_ckpt):
+    cfg = kd_cfg(tiny_teacher_ckpt)  # RDD + logit KD + FitNet + RoI mimic
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the demo's setting; other thread counts reorder float sums
     try:
@@ -54,8 +47,8 @@ def _teacher_maps(d, cfg):
         return raw_head_maps(teacher.dense_head, batch['spatial_features_2d']), batch['batch_size']
 
 
-def test_score_prefilter_keeps_every_box_at_or_above_the_lowest_used_score(teacher_ckpt):
-    cfg = kd_cfg(teacher_ckpt)
+def test_score_prefilter_keeps_every_box_at_or_above_the_lowest_used_score(tiny_teacher_ckpt):
+    cfg = kd_cfg(tiny_teacher_ckpt)
     d = build_distiller(cfg)
     maps, bs = _teacher_maps(d, cfg)
     for m in maps:  # spread the random teacher's scores over (0, 1): many boxes, overlapping, so NMS matters

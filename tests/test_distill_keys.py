@@ -6,18 +6,11 @@ from easydict import EasyDict
 from rdd.distill import KDConfigError
 from rdd.engine.checkpoint_io import checkpoint_state, load_training_state, save_checkpoint
 from rdd.engine.optimization import build_optimizer
-from test_distill_helpers import build_distiller, kd_cfg, make_batch, write_teacher_ckpt
+from test_distill_helpers import build_distiller, kd_cfg, make_batch
 
 LOSSES = [{'NAME': 'RDDLoss', 'PROPOSAL': {'SCORE_THRESH': 0.0}}, {'NAME': 'FitNetLoss'}, {'NAME': 'RoIMimicLoss'}]
 OPTIM = EasyDict({'OPTIMIZER': 'adam_onecycle', 'LR': 0.003, 'DIV_FACTOR': 10, 'WEIGHT_DECAY': 0.01,
                   'MOMS': [0.95, 0.85]})
-
-
-@pytest.fixture(scope='module')
-def teacher_ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp('teacher') / 'teacher.pth'
-    write_teacher_ckpt(path)
-    return path
 
 
 def _step(d, opt, batch):
@@ -29,21 +22,21 @@ def _step(d, opt, batch):
     return tb
 
 
-def test_state_dict_keys_are_name_based(teacher_ckpt):
-    d = build_distiller(kd_cfg(teacher_ckpt, losses=LOSSES))
+def test_state_dict_keys_are_name_based(tiny_teacher_ckpt):
+    d = build_distiller(kd_cfg(tiny_teacher_ckpt, losses=LOSSES))
     kd_keys = {k.split('.')[1] for k in d.state_dict() if k.startswith('kd_losses.')}
     assert kd_keys == {'RDDLoss', 'FitNetLoss', 'RoIMimicLoss'}
     assert d.kd_names == ['RDDLoss', 'FitNetLoss', 'RoIMimicLoss']  # run (and tb) order = list order
 
 
-def test_reordered_kd_losses_resume_exactly(teacher_ckpt, tmp_path):
-    cfg = kd_cfg(teacher_ckpt, losses=LOSSES)
+def test_reordered_kd_losses_resume_exactly(tiny_teacher_ckpt, tmp_path):
+    cfg = kd_cfg(tiny_teacher_ckpt, losses=LOSSES)
     d1 = build_distiller(cfg)
     opt1 = build_optimizer(d1, OPTIM)
     _step(d1, opt1, make_batch(cfg, seed=0))
     ckpt = save_checkpoint(checkpoint_state(d1, opt1, epoch=1, it=1), tmp_path / 'ckpt.pth')
 
-    reordered = kd_cfg(teacher_ckpt, losses=LOSSES[::-1])
+    reordered = kd_cfg(tiny_teacher_ckpt, losses=LOSSES[::-1])
     d2 = build_distiller(reordered, seed=5)  # other init: everything must come from the checkpoint
     opt2 = build_optimizer(d2, OPTIM)
     load_training_state(ckpt, d2, opt2)
@@ -57,15 +50,15 @@ def test_reordered_kd_losses_resume_exactly(teacher_ckpt, tmp_path):
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
 
 
-def test_repeated_name_needs_tags(teacher_ckpt):
+def test_repeated_name_needs_tags(tiny_teacher_ckpt):
     twice = [{'NAME': 'FitNetLoss'}, {'NAME': 'FitNetLoss', 'FEATURE_KEY': 'spatial_features'}]
     with pytest.raises(KDConfigError, match=r"KD_LOSSES\[1\].*'FitNetLoss'.*KD_LOSSES\[0\].*TAG"):
-        build_distiller(kd_cfg(teacher_ckpt, losses=twice))
+        build_distiller(kd_cfg(tiny_teacher_ckpt, losses=twice))
     tagged = [twice[0], dict(twice[1], TAG='fitnet_3d')]
-    d = build_distiller(kd_cfg(teacher_ckpt, losses=tagged))
+    d = build_distiller(kd_cfg(tiny_teacher_ckpt, losses=tagged))
     assert d.kd_names == ['FitNetLoss', 'fitnet_3d']
     assert any(k.startswith('kd_losses.fitnet_3d.') for k in d.state_dict())
-    _, tb, _ = d(make_batch(kd_cfg(teacher_ckpt)))
+    _, tb, _ = d(make_batch(kd_cfg(tiny_teacher_ckpt)))
     assert 'kd/fitnet_3d' in tb and 'kd/FitNetLoss' in tb
     with pytest.raises(KDConfigError, match=r'KD_LOSSES\[1\]\.TAG'):
-        build_distiller(kd_cfg(teacher_ckpt, losses=[twice[0], dict(twice[1], TAG='a.b')]))
+        build_distiller(kd_cfg(tiny_teacher_ckpt, losses=[twice[0], dict(twice[1], TAG='a.b')]))
