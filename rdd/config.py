@@ -66,15 +66,16 @@ def resolve_config_path(name: str, including_file: Optional[Path]) -> Path:
     raise ConfigError(f"{BASE_KEY} file '{name}' not found{where}; tried: {tried}")
 
 
-def _merge(dst: dict, src: dict, src_file: Path, origin: Dict[str, Path], prefix: str,
-           stack: Tuple[Path, ...]) -> dict:
-    """Merge mapping ``src`` (read from ``src_file``) into ``dst`` in place, resolving bases first."""
+def _merge(dst: dict, src: dict, src_file: Optional[Path], origin: Dict[str, Path], prefix: str,
+           stack: Tuple[Path, ...], resolve=resolve_config_path) -> dict:
+    """Merge mapping ``src`` (read from ``src_file``) into ``dst`` in place, resolving bases first with
+    ``resolve(name, including_file) -> Path``."""
     if BASE_KEY in src:
-        base_path = resolve_config_path(str(src[BASE_KEY]), src_file)
+        base_path = resolve(str(src[BASE_KEY]), src_file)
         if base_path in stack:
             chain = " -> ".join(str(s) for s in stack + (base_path,))
             raise ConfigError(f"{BASE_KEY} cycle: {chain}")
-        _merge(dst, _read_yaml(base_path), base_path, origin, prefix, stack + (base_path,))
+        _merge(dst, _read_yaml(base_path), base_path, origin, prefix, stack + (base_path,), resolve)
         dst[BASE_KEY] = str(base_path)
     for key, val in src.items():
         if key == BASE_KEY:
@@ -84,10 +85,16 @@ def _merge(dst: dict, src: dict, src_file: Path, origin: Dict[str, Path], prefix
         if isinstance(val, dict):
             if not isinstance(dst.get(key), dict):
                 dst[key] = {}
-            _merge(dst[key], val, src_file, origin, path + ".", stack)
+            _merge(dst[key], val, src_file, origin, path + ".", stack, resolve)
         else:
             dst[key] = val
     return dst
+
+
+def load_base_config(name: str, resolve=resolve_config_path) -> EasyDict:
+    """Load the file ``name`` (resolved with ``resolve(name, None)``) with every ``_BASE_CONFIG_`` resolved, as
+    the mapping ``{_BASE_CONFIG_: name}`` would load; ``_BASE_CONFIG_`` then holds the file's absolute path."""
+    return EasyDict(_merge({}, {BASE_KEY: name}, None, {}, "", (), resolve))
 
 
 def load_config_with_origin(path: str | Path) -> Tuple[EasyDict, Dict[str, Path]]:

@@ -12,12 +12,9 @@ to the working directory first (OpenPCDet's convention), then to the including f
 import os
 from pathlib import Path
 
-import yaml
-from easydict import EasyDict
+from rdd.config import BASE_KEY, ConfigError, load_base_config, resolve_config_path
 
 from .registry import KDConfigError
-
-BASE_KEY = '_BASE_CONFIG_'
 
 
 def _has_relative_base(node):
@@ -29,35 +26,12 @@ def _has_relative_base(node):
     return any(_has_relative_base(v) for k, v in node.items() if k != BASE_KEY)
 
 
-def _find(name, including_dir, who):
-    from rdd.config import ROOT_DIR
+def _resolve_cwd_first(name, including_file):
+    """OpenPCDet's convention first (relative to the working directory), then :func:`rdd.config.resolve_config_path`."""
     p = Path(os.path.expanduser(str(name)))
-    candidates = [p] if p.is_absolute() else [Path.cwd() / p] + ([including_dir / p] if including_dir else []) + [
-        Path(ROOT_DIR) / p, Path(ROOT_DIR) / 'configs' / p]
-    for c in candidates:
-        if c.is_file():
-            return c.resolve()
-    raise KDConfigError(f'{who}: {BASE_KEY} file {name!r} not found (tried {", ".join(map(str, candidates))})')
-
-
-def _merge(dst, src, src_dir, stack, who):
-    if BASE_KEY in src:
-        path = _find(src[BASE_KEY], src_dir, who)
-        if path in stack:
-            raise KDConfigError(f'{who}: {BASE_KEY} cycle through {path}')
-        with open(path) as f:
-            _merge(dst, yaml.safe_load(f) or {}, path.parent, stack + (path,), who)
-        dst[BASE_KEY] = str(path)
-    for key, val in src.items():
-        if key == BASE_KEY:
-            continue
-        if isinstance(val, dict):
-            if not isinstance(dst.get(key), dict):
-                dst[key] = EasyDict()
-            _merge(dst[key], val, src_dir, stack, who)
-        else:
-            dst[key] = val
-    return dst
+    if not p.is_absolute() and (Path.cwd() / p).is_file():
+        return (Path.cwd() / p).resolve()
+    return resolve_config_path(str(name), including_file)
 
 
 def complete_sub_config(sub, who):
@@ -66,4 +40,7 @@ def complete_sub_config(sub, who):
         return sub
     if BASE_KEY not in sub:
         raise KDConfigError(f'{who} has unresolved nested {BASE_KEY} entries but no top-level {BASE_KEY}')
-    return EasyDict(_merge({}, {BASE_KEY: sub[BASE_KEY]}, None, (), who))
+    try:
+        return load_base_config(sub[BASE_KEY], resolve=_resolve_cwd_first)
+    except ConfigError as err:
+        raise KDConfigError(f'{who}: {err}') from None
