@@ -1,5 +1,4 @@
-"""Helpers shared by the baseline KD losses: 1x1 adapters with channel checks, grid alignment, zero losses."""
-import torch
+"""Helpers shared by the baseline KD losses: 1x1 adapters with channel checks, grid alignment, GT rows."""
 import torch.nn as nn
 
 from rdd.distill.rdd.roi_grid_pool import resample_to_geometry
@@ -21,26 +20,11 @@ def build_adapter(cfg, t_ch, s_ch, loss_name):
     return nn.Conv2d(int(s_ch), int(t_ch), kernel_size=1, bias=True)
 
 
-def adapt_regions(adapter, regions):
-    """Apply a 1x1 conv adapter to pooled regions ``(P, K, Cs)`` (cells first, as ``roi_grid_pool`` returns
-    them) -> ``(P, K, Ct)``."""
-    w = adapter.weight[:, :, 0, 0]
-    return torch.nn.functional.linear(regions, w, adapter.bias)
-
-
 def resample_map(feature_map, src_grid, dst_grid):
     """Resample a ``(B, C, H, W)`` map placed by GridInfo ``src_grid`` onto ``dst_grid`` (identity if equal)."""
     if src_grid.same_as(dst_grid) and tuple(feature_map.shape[-2:]) == tuple(dst_grid.map_size):
         return feature_map
     return resample_to_geometry(feature_map, src_grid.bev_geometry(), dst_grid.bev_geometry(), dst_grid.map_size)
-
-
-def zero_loss(module, ref):
-    """A 0 scalar on ``ref``'s device that still touches every parameter of ``module`` (DDP-safe)."""
-    loss = ref.new_zeros(())
-    for p in module.parameters():
-        loss = loss + p.sum() * 0.0
-    return loss
 
 
 def valid_gt(gt_boxes):

@@ -5,7 +5,8 @@ import torch.nn as nn
 from rdd.distill.rdd.roi_grid_pool import roi_grid_pool
 
 from ..registry import check_allowed_keys, register_kd_loss
-from .common import adapt_regions, build_adapter, valid_gt, zero_loss
+from ..kd_utils import adapt_regions, zero_loss
+from .common import build_adapter, valid_gt
 
 
 @register_kd_loss('RoIMimicLoss')

@@ -1,8 +1,8 @@
 """RDDLoss: Representation Disparity-aware Distillation on bilateral proposal region pairs (docs/method.md)."""
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from ..kd_utils import adapt_regions, zero_loss
 from .balanced_mask import balanced_pair_weights, weighted_sample_mean
 from .defaults import DEFAULT_HEAD_DICT, RDD_DEFAULTS, rdd_config_with_defaults
 from .disparity import DISPARITIES, select_top_fraction
@@ -137,8 +137,7 @@ class RDDLoss(nn.Module):
     def adapt(self, regions):
         """Apply the 1x1 adapter to pooled student regions (P, K, Cs) -> (P, K, Ct) (a 1x1 conv is per-cell linear,
         so adapting the pooled cells equals pooling the adapted map wherever the cells lie inside the map)."""
-        w = self.adapter.weight
-        return F.linear(regions, w.view(w.shape[0], w.shape[1]), self.adapter.bias)
+        return adapt_regions(self.adapter, regions)
 
     def _head_maps(self, pred_dicts, who):
         if len(pred_dicts) != self.num_heads:
@@ -213,7 +212,7 @@ class RDDLoss(nn.Module):
         if bool(bad.any()):
             raise ValueError(f'proposal labels {props.labels[bad].unique().tolist()} map to no head group '
                              f'(labels are 1-based indices into CLASS_NAMES)')
-        loss = sum(p.sum() for p in self.parameters()) * 0.0  # keeps every parameter in the graph (DDP)
+        loss = zero_loss(self, fs)  # keeps every parameter in the graph (DDP)
         n = len(props)
         var_f = self.feat_var()
         tb = {'rdd_pairs_proposed': n / bsz, 'rdd_sigma2_feat_mean': float(var_f.detach().mean()),
