@@ -21,12 +21,11 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import yaml
 from easydict import EasyDict
 
+from rdd.config_schema import validate_config
+from rdd.errors import ConfigError
+
 ROOT_DIR = Path(__file__).resolve().parent.parent
 BASE_KEY = "_BASE_CONFIG_"
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the key and the file."""
 
 
 def _read_yaml(path: Path) -> dict:
@@ -117,8 +116,6 @@ def cfg_from_yaml_file(cfg_file: str | Path, config: Optional[dict] = None, vali
     """
     cfg, origin = load_config_with_origin(cfg_file)
     if validate:
-        from rdd.config_schema import validate_config
-
         validate_config(cfg, origin, Path(cfg_file).resolve())
     out = config if config is not None else EasyDict()
     out.update(cfg)

@@ -11,9 +11,11 @@ when built.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Literal, Mapping, Optional, Union, get_args, get_origin, get_type_hints
+
+from rdd.errors import ConfigError
 
 SchemaValue = Union[None, "Section", str]
 
@@ -106,9 +108,7 @@ def _check(node: Mapping, schema: Section, path: str, origin: Mapping[str, Path]
 
 
 def validate_config(cfg: Mapping, origin: Optional[Mapping[str, Path]] = None, cfg_file: Optional[Path] = None):
-    """Validate a loaded config; raise :class:`rdd.config.ConfigError` naming the key and its file."""
-    from rdd.config import ConfigError
-
+    """Validate a loaded config; raise :class:`rdd.errors.ConfigError` naming the key and its file."""
     origin = origin or {}
     try:
         _check(cfg, TOP_LEVEL, "", origin, cfg_file)
@@ -120,3 +120,101 @@ def validate_config(cfg: Mapping, origin: Optional[Mapping[str, Path]] = None, c
             src = origin.get(key)
         src = src or cfg_file
         raise ConfigError(f"{src}: {message}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Typed sections: a frozen dataclass is the schema and the validated value object of a config mapping.
+
+def _type_name(tp) -> str:
+    return getattr(tp, '__name__', None) or str(tp).replace('typing.', '')
+
+
+def _coerce_typed(value, tp, where):
+    """``value`` checked against the annotation ``tp`` (int, float, bool, str, Literal, Optional, Tuple[X, ...],
+    a nested dataclass); ints are accepted for float fields; ConfigError naming ``where`` otherwise."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce_typed(value, inner[0], where)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f'{where}: {value!r} is not one of {list(args)}')
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f'{where}: expected a list, got {type(value).__name__} {value!r}')
+        elem = args[0] if args else None
+        if elem is None:
+            return tuple(value)
+        if len(args) == 2 and args[1] is Ellipsis or len(args) == 1:
+            return tuple(_coerce_typed(v, elem, f'{where}[{i}]') for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f'{where}: expected {len(args)} values, got {len(value)} ({list(value)})')
+        return tuple(_coerce_typed(v, a, f'{where}[{i}]') for i, (v, a) in enumerate(zip(value, args)))
+    if is_dataclass(tp):
+        return parse_section(tp, value, where)
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads '1e-3' as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f'{where}: expected a number, got {type(value).__name__} {value!r}')
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f'{where}: expected an integer, got {type(value).__name__} {value!r}')
+        return value
+    if tp in (bool, str):
+        if not isinstance(value, tp):
+            raise ConfigError(f'{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}')
+        return value
+    return value  # Any / unannotated
+
+
+def parse_section(cls, mapping, where, ignore=()):
+    """Build the frozen dataclass ``cls`` from a config mapping whose keys are the field names in UPPER case.
+
+    Every key must be a field (keys in ``ignore`` are skipped, e.g. ``NAME``/``WEIGHT`` that the caller
+    consumes); values are type-checked against the annotations; missing keys take the field defaults; a field
+    without default is required. ``cls.__post_init__`` may raise ValueError for range checks. Any problem is a
+    :class:`ConfigError` naming ``where.KEY`` (``where`` e.g. ``'MODEL.KD_LOSSES[0] (RDDLoss)'``).
+    """
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f'{where}: expected a mapping, got {type(mapping).__name__} {mapping!r}')
+    hints = get_type_hints(cls)
+    by_key = {f.name.upper(): f for f in fields(cls) if f.init}
+    unknown = sorted(k for k in mapping if k not in by_key and k not in ignore and k != '_BASE_CONFIG_')
+    if unknown:
+        raise ConfigError(f'{where}: unknown key(s) {unknown} (allowed: {sorted(by_key)})')
+    kwargs = {}
+    for key, f in by_key.items():
+        if key in mapping:
+            kwargs[f.name] = _coerce_typed(mapping[key], hints[f.name], f'{where}.{key}')
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f'{where}: missing required key {key}')
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f'{where}: {err}') from None
+
+
+def section_to_mapping(obj) -> dict:
+    """Inverse of :func:`parse_section`: ``{FIELD_NAME_UPPER: value}`` (nested dataclasses as mappings, tuples as
+    lists) for dumps and docs."""
+    out = {}
+    for f in fields(obj):
+        val = getattr(obj, f.name)
+        if is_dataclass(val):
+            val = section_to_mapping(val)
+        elif isinstance(val, tuple):
+            val = list(val)
+        out[f.name.upper()] = val
+    return out

@@ -9,11 +9,9 @@ import os
 
 import torch
 
+from rdd.errors import CheckpointError
+
 _LOG = logging.getLogger(__name__)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be read, or does not match the model."""
 
 
 def read_checkpoint(path):

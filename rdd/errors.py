@@ -1,0 +1,30 @@
+"""Every exception type the package raises on purpose, in one leaf module (imports nothing from ``rdd``).
+
+Each message names what is wrong and where: the config key and file, the checkpoint path, the data frame.
+"""
+
+
+class ConfigError(ValueError):
+    """A config file, a key or an override is invalid; the message names the key and the file."""
+
+
+class KDConfigError(ConfigError):
+    """A distillation entry (``MODEL.KD_LOSSES[i]``, the Distiller's own keys) is invalid; names the key."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or written, or does not match the model; names the path and the keys."""
+
+
+class TeacherCheckpointError(CheckpointError):
+    """The teacher checkpoint is missing, unreadable or does not fit the teacher config."""
+
+
+class RegistryError(KeyError):
+    """A name is not registered (the message lists the known names), or is registered twice."""
+
+    def __str__(self):  # KeyError would print the repr of the message
+        return str(self.args[0]) if self.args else ''
+
+
+__all__ = ['ConfigError', 'KDConfigError', 'CheckpointError', 'TeacherCheckpointError', 'RegistryError']
