@@ -101,7 +101,7 @@ def fixed_boxes(n, seed, half_range):
 
 def kd_step(d, batch, proposals):
     """One Distiller training step through its public pieces; returns (tb, teacher_out, student_out)."""
-    half = float(d.kd_context.student_grid.point_cloud_range[3])
+    half = float(d.kd_context.student.grid.x_max)
     t_out = d.forward_teacher(batch)
     if proposals:
         t_out['boxes'] = [fixed_boxes(100, 1, half)]

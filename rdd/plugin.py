@@ -10,7 +10,7 @@ mapping of registry dicts, so it is testable without pcdet. Names inserted (see 
   ``NUM_FILTERS``);
 * ``backbones_2d``: ``BaseBEVBackboneWidth`` (rdd's ``BaseBEVBackbone``, honouring ``WIDTH``);
 * ``dense_heads``: ``CenterHeadRDD`` (rdd's ``CenterHead``: no ``.cuda()``, raw logits kept);
-* ``kd_losses`` (only when the mapping has that key): every KD loss builder of :mod:`rdd.distill.registry`.
+* ``kd_losses`` (only when the mapping has that key): every KD loss class of :mod:`rdd.distill.registry`.
 
 pcdet's own classes keep their names: an existing entry bound to a different class is never overwritten
 (PluginConflictError names it); re-registering the same class is a no-op. The alias names are added to rdd's own
@@ -39,17 +39,16 @@ class PluginConflictError(KeyError):
 def plugin_entries():
     """``{registry name: {class name: class}}`` that :func:`register` inserts."""
     from rdd.distill import Distiller
-    from rdd.distill.registry import KD_LOSSES, known_kd_losses
+    from rdd.distill.registry import KD_LOSSES
     from rdd.models.backbones_2d import BaseBEVBackbone
     from rdd.models.backbones_3d import VoxelResBackBone8x
     from rdd.models.dense_heads import CenterHead
-    known_kd_losses()  # imports the built-in losses
     return {
         'detectors': {'Distiller': Distiller},
         'backbones_3d': {'VoxelResBackBone8xWidth': VoxelResBackBone8x},
         'backbones_2d': {'BaseBEVBackboneWidth': BaseBEVBackbone},
         'dense_heads': {'CenterHeadRDD': CenterHead},
-        'kd_losses': dict(KD_LOSSES),
+        'kd_losses': {name: KD_LOSSES.get(name) for name in KD_LOSSES},
     }
 
 

@@ -3,29 +3,10 @@ import pytest
 import torch
 from easydict import EasyDict
 
+from kd_context_helpers import HEAD_CH, context, grid
 from rdd.distill.baselines import FitNetLoss, LabelKDLoss, LogitKDLoss, RoIMimicLoss
-from rdd.distill.registry import (GridInfo, KD_LOSSES, KDConfigError, KDContext, build_kd_loss, known_kd_losses,
-                                  register_kd_loss)
-
-HEAD_ORDER = ['center', 'center_z', 'dim', 'rot', 'vel']
-HEAD_CH = {'center': 2, 'center_z': 1, 'dim': 3, 'rot': 2, 'vel': 2}
-CODE_W = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2, 1.0, 1.0]
-
-
-def grid(cell, size, half=8.0):
-    return GridInfo(point_cloud_range=(-half, -half, -5.0, half, half, 3.0), voxel_size=(cell, cell, 0.2),
-                    feature_map_stride=1, map_size=(size, size))
-
-
-def context(t_grid=None, s_grid=None, t_ch=4, s_ch=2, mode='resample'):
-    t_grid, s_grid = t_grid or grid(2.0, 8), s_grid or grid(2.0, 8)
-    side = {'head_dict': {k: {'out_channels': v, 'num_conv': 2} for k, v in HEAD_CH.items()},
-            'class_names_each_head': [['car']]}
-    info = {'class_names': ['car'], 'class_names_each_head': [['car']], 'head_order': HEAD_ORDER,
-            'head_channels': HEAD_CH, 'code_weights': CODE_W, 'teacher_grid': t_grid, 'student_grid': s_grid,
-            'teacher': dict(side), 'student': dict(side)}
-    return KDContext({'spatial_features_2d': t_ch}, {'spatial_features_2d': s_ch}, info, grid_mismatch=mode)
-
+from rdd.distill.registry import KD_LOSSES, build_kd_loss
+from rdd.errors import ConfigError, KDConfigError, RegistryError
 
 def pred(hm, reg=None, size=8):
     d = {k: torch.zeros(1, c, size, size) for k, c in HEAD_CH.items()} if reg is None else dict(reg)
@@ -46,9 +27,9 @@ def targets(size=8, inds=(0,), offsets=((0.5, 0.5),), hm=None):
 
 # ------------------------------------------------------------------------------------------------ registry
 def test_registry_names_and_errors():
-    assert {'RDDLoss', 'LogitKDLoss', 'FitNetLoss', 'RoIMimicLoss', 'LabelKDLoss'} <= set(known_kd_losses())
-    with pytest.raises(KDConfigError, match="unknown KD loss 'Nope'"):
-        build_kd_loss(EasyDict(NAME='Nope'), context())
+    assert {'RDDLoss', 'LogitKDLoss', 'FitNetLoss', 'RoIMimicLoss', 'LabelKDLoss'} <= set(KD_LOSSES.names())
+    with pytest.raises(KDConfigError, match=r"MODEL.KD_LOSSES\[3\].NAME: unknown KD loss .*'Nope'; known: .*FitNetLoss"):
+        build_kd_loss(EasyDict(NAME='Nope'), context(), index=3)
     with pytest.raises(KDConfigError, match='needs a NAME'):
         build_kd_loss(EasyDict(WEIGHT=1.0), context())
 
@@ -56,14 +37,16 @@ def test_registry_names_and_errors():
         @classmethod
         def from_config(cls, cfg, ctx):
             return cls()
-    with pytest.raises(ValueError, match='already registered'):
-        register_kd_loss('FitNetLoss')(Other)
-    assert KD_LOSSES['FitNetLoss'].__qualname__ == 'FitNetLoss.from_config'
+    with pytest.raises(RegistryError, match='already registered'):
+        KD_LOSSES.register(Other, name='FitNetLoss')
+    assert KD_LOSSES.get('FitNetLoss') is FitNetLoss
+    with pytest.raises(KDConfigError, match=r"MODEL.KD_LOSSES\[0\] \(FitNetLoss\): FitNetLoss: unknown key\(s\) \['LR'\]"):
+        build_kd_loss(EasyDict(NAME='FitNetLoss', WEIGHT=2.0, TAG='x', LR=1), context(), index=0)
 
 
 # ------------------------------------------------------------------------------------------------ logit KD
 def test_logit_kd_golden_heatmap_term():
-    loss_fn = LogitKDLoss.from_config(EasyDict(NAME='LogitKDLoss', HM_WEIGHT=1.0, REG_WEIGHT=0.0), context())
+    loss_fn = LogitKDLoss.from_config(EasyDict(HM_WEIGHT=1.0, REG_WEIGHT=0.0), context())
     hm_t = torch.full((1, 1, 8, 8), -10.0)
     hm_t[0, 0, 2, 3] = 0.0  # p_t = 0.5
     hm_s = torch.full((1, 1, 8, 8), -10.0)
@@ -80,7 +63,7 @@ def test_logit_kd_golden_heatmap_term():
 
 
 def test_logit_kd_regression_at_gt_centres_same_grid():
-    loss_fn = LogitKDLoss.from_config(EasyDict(NAME='LogitKDLoss', HM_WEIGHT=0.0, REG_WEIGHT=1.0), context())
+    loss_fn = LogitKDLoss.from_config(EasyDict(HM_WEIGHT=0.0, REG_WEIGHT=1.0), context())
     reg_t = {k: torch.zeros(1, c, 8, 8) for k, c in HEAD_CH.items()}
     reg_s = {k: torch.zeros(1, c, 8, 8, requires_grad=True) for k, c in HEAD_CH.items()}
     reg_t['dim'][0, 0, 1, 2] = 2.0   # at the GT cell (ind = 1*8+2): |0-2| * code_w[2] = 2
@@ -96,8 +79,8 @@ def test_logit_kd_regression_at_gt_centres_same_grid():
 
 def test_logit_kd_regression_across_grids_reexpresses_centre():
     """Teacher on a 2x finer grid predicting the exact GT centre gives the student's exact target offset."""
-    s_grid, t_grid = grid(2.0, 8), grid(1.0, 16)
-    loss_fn = LogitKDLoss.from_config(EasyDict(NAME='LogitKDLoss', HM_WEIGHT=0.0, REG_WEIGHT=1.0),
+    s_grid, t_grid = grid(2.0), grid(1.0)
+    loss_fn = LogitKDLoss.from_config(EasyDict(HM_WEIGHT=0.0, REG_WEIGHT=1.0),
                                       context(t_grid, s_grid))
     gx, gy = 3.3, -2.7  # metres
     sx, sy = (gx + 8.0) / 2.0, (gy + 8.0) / 2.0  # student map coords
@@ -122,13 +105,13 @@ def test_logit_kd_regression_across_grids_reexpresses_centre():
 
 def test_logit_kd_grid_error_mode():
     with pytest.raises(KDConfigError, match='grids differ'):
-        LogitKDLoss.from_config(EasyDict(NAME='LogitKDLoss'), context(grid(1.0, 16), grid(2.0, 8), mode='error'))
+        LogitKDLoss.from_config(EasyDict(), context(grid(1.0), grid(2.0), mode='error'))
 
 
 # ------------------------------------------------------------------------------------------------ FitNet
 def test_fitnet_golden_and_resample():
     ctx = context(t_ch=2, s_ch=2)
-    loss_fn = FitNetLoss.from_config(EasyDict(NAME='FitNetLoss'), ctx)
+    loss_fn = FitNetLoss.from_config(EasyDict(), ctx)
     with torch.no_grad():
         loss_fn.adapter.weight.copy_(torch.eye(2)[:, :, None, None])
         loss_fn.adapter.bias.zero_()
@@ -137,8 +120,8 @@ def test_fitnet_golden_and_resample():
     loss, tb = loss_fn({'spatial_features_2d': ft}, {'spatial_features_2d': fs}, {})
     assert float(loss) == pytest.approx(0.25, rel=1e-5)
     # coarser student, constant maps: resampled inside the range it is the same constant
-    ctx2 = context(grid(1.0, 16), grid(2.0, 8), t_ch=2, s_ch=2)
-    loss_fn2 = FitNetLoss.from_config(EasyDict(NAME='FitNetLoss'), ctx2)
+    ctx2 = context(grid(1.0), grid(2.0), t_ch=2, s_ch=2)
+    loss_fn2 = FitNetLoss.from_config(EasyDict(), ctx2)
     loss_fn2.load_state_dict(loss_fn.state_dict())
     loss, _ = loss_fn2({'spatial_features_2d': torch.full((1, 2, 16, 16), 1.0)},
                        {'spatial_features_2d': torch.full((1, 2, 8, 8), 1.0)}, {})
@@ -147,16 +130,18 @@ def test_fitnet_golden_and_resample():
 
 def test_fitnet_config_errors():
     with pytest.raises(KDConfigError, match='ADAPTER.TEACHER_CHANNELS'):
-        FitNetLoss.from_config(EasyDict(NAME='FitNetLoss', ADAPTER={'TEACHER_CHANNELS': 3}), context())
+        FitNetLoss.from_config(EasyDict(ADAPTER={'TEACHER_CHANNELS': 3}), context())
     with pytest.raises(KDConfigError, match="'spatial_features_3d'"):
-        FitNetLoss.from_config(EasyDict(NAME='FitNetLoss', FEATURE_KEY='spatial_features_3d'), context())
-    with pytest.raises(KDConfigError, match='LR'):
-        FitNetLoss.from_config(EasyDict(NAME='FitNetLoss', LR=1), context())
+        FitNetLoss.from_config(EasyDict(FEATURE_KEY='spatial_features_3d'), context())
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['LR'\]"):
+        FitNetLoss.from_config(EasyDict(LR=1), context())
+    with pytest.raises(ConfigError, match='FEATURE_KEY: expected str'):
+        FitNetLoss.from_config(EasyDict(FEATURE_KEY=3), context())
 
 
 # ------------------------------------------------------------------------------------------------ RoI mimic
 def test_roi_mimic_zero_boxes_and_identity():
-    loss_fn = RoIMimicLoss.from_config(EasyDict(NAME='RoIMimicLoss', GRID_SIZE=3), context(t_ch=2, s_ch=2))
+    loss_fn = RoIMimicLoss.from_config(EasyDict(GRID_SIZE=3), context(t_ch=2, s_ch=2))
     fs = torch.randn(2, 2, 8, 8, requires_grad=True)
     empty = {'gt_boxes': torch.zeros(2, 3, 10)}
     loss, tb = loss_fn({'spatial_features_2d': fs.detach() + 1}, {'spatial_features_2d': fs}, empty)
@@ -176,7 +161,7 @@ def test_roi_mimic_zero_boxes_and_identity():
 
 # ------------------------------------------------------------------------------------------------ label KD
 def test_label_kd_joins_confident_teacher_boxes():
-    loss_fn = LabelKDLoss.from_config(EasyDict(NAME='LabelKDLoss'), context())
+    loss_fn = LabelKDLoss.from_config(EasyDict(), context())
     gt = torch.zeros(2, 2, 10)
     gt[0, 0] = torch.tensor([0, 0, 0, 4, 2, 1.5, 0, 0, 0, 1])
     gt_before = gt.clone()
@@ -194,10 +179,10 @@ def test_label_kd_joins_confident_teacher_boxes():
     assert (new[1, :, -1] == 9).all()
     loss, tb = loss_fn({}, {}, out)
     assert float(loss) == 0.0 and tb['label_kd_boxes'] == 2.0
-    dedup = LabelKDLoss.from_config(EasyDict(NAME='LabelKDLoss', DEDUP_IOU=0.5), context())
+    dedup = LabelKDLoss.from_config(EasyDict(DEDUP_IOU=0.5), context())
     tb0 = [{'pred_boxes': torch.tensor([[0.1, 0, 0, 4, 2, 1.5, 0, 0, 0]]), 'pred_scores': torch.tensor([0.9]),
             'pred_labels': torch.tensor([1])}, tboxes[1]]
     out = dedup.prepare_student_batch({'boxes': tb0}, batch)
     assert (out['gt_boxes'][0, 1:] == 0).all()  # the teacher's copy of the GT box is dropped
-    with pytest.raises(KDConfigError, match='SCORE_THRESH'):
-        LabelKDLoss.from_config(EasyDict(NAME='LabelKDLoss', SCORE_THRESH=6), context())
+    with pytest.raises(ConfigError, match='SCORE_THRESH'):
+        LabelKDLoss.from_config(EasyDict(SCORE_THRESH=6), context())

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from rdd.config import cfg_from_yaml_file
-from rdd.distill import KDConfigError, TeacherCheckpointError, student_state_from_distiller
+from rdd.distill import student_state_from_distiller
+from rdd.errors import KDConfigError, TeacherCheckpointError
 from rdd.models import build_model
-from rdd.models.checkpoint import CheckpointError
+from rdd.errors import CheckpointError
 from test_distill_helpers import (STUDENT_CFG, TEACHER_CFG, build_distiller, kd_cfg, make_batch,
                                   write_teacher_ckpt)
 

@@ -10,7 +10,7 @@ import torch
 
 from rdd.engine import train_pipeline
 from rdd.engine.logging_utils import read_scalar_log
-from rdd.models.checkpoint import CheckpointError
+from rdd.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / 'tests' / 'configs' / 'tiny_teacher.yaml')

@@ -22,17 +22,19 @@ do not depend on the list order); only their ``prepare_student_batch`` hooks (la
 """
 import logging
 
+import numpy as np
 import torch
 import torch.nn as nn
 
+from rdd.errors import KDConfigError
 from rdd.models import build_network, model_geometry
 from rdd.models.checkpoint import load_state_dict_strict, read_checkpoint, read_model_state
 from rdd.models.detectors import register_detector
 
 from . import feature_taps
+from .context import KDContext, ModelFacts
 from .subconfig import complete_sub_config
-from .registry import (DEFAULT_REQUIRES, GridInfo, KDConfigError, KDContext, build_kd_loss, decode_post_cfg,
-                       kd_loss_key)
+from .registry import DEFAULT_REQUIRES, build_kd_loss, kd_loss_key
 from .teacher import (FrozenTeacher, TeacherVoxelizer, freeze, grids_equal, kd_config_dirs, load_teacher_weights,
                       resolve_teacher_ckpt, set_teacher_mode)
 
@@ -40,37 +42,17 @@ _LOG = logging.getLogger(__name__)
 STUDENT_PREFIX, KD_PREFIX = 'student.', 'kd_losses.'
 
 
-def _grid_info(model_cfg, geom):
-    stride = int(model_cfg.DENSE_HEAD.TARGET_ASSIGNER_CONFIG.FEATURE_MAP_STRIDE)
-    gx, gy = int(geom.grid_size[0]), int(geom.grid_size[1])
-    return GridInfo(point_cloud_range=tuple(float(v) for v in geom.point_cloud_range),
-                    voxel_size=tuple(float(v) for v in geom.voxel_size), feature_map_stride=stride,
-                    map_size=(gy // stride, gx // stride))
-
-
-def _head_info(student, teacher, student_grid, teacher_grid):
-    s_head, t_head = student.dense_head, teacher.dense_head
-    if s_head.class_names_each_head != t_head.class_names_each_head:
-        raise KDConfigError('MODEL.TEACHER.MODEL.DENSE_HEAD.CLASS_NAMES_EACH_HEAD '
-                            f'{t_head.class_names_each_head} differs from the student\'s '
-                            f'{s_head.class_names_each_head}: head groups must match for distillation')
-    order = list(s_head.separate_head_cfg.HEAD_ORDER)
-    if order != list(t_head.separate_head_cfg.HEAD_ORDER):
-        raise KDConfigError('MODEL.TEACHER.MODEL.DENSE_HEAD.SEPARATE_HEAD_CFG.HEAD_ORDER differs from the student\'s')
-    head_dict = s_head.separate_head_cfg.HEAD_DICT
-
-    def side(grid, head):
-        return {'point_cloud_range': list(grid.point_cloud_range), 'voxel_size': list(grid.voxel_size),
-                'feature_map_stride': grid.feature_map_stride, 'map_size': tuple(grid.map_size),
-                'class_names_each_head': [list(h) for h in head.class_names_each_head],
-                'head_dict': {k: dict(v) for k, v in head.separate_head_cfg.HEAD_DICT.items()}}
-    return {
-        'teacher': side(teacher_grid, t_head), 'student': side(student_grid, s_head),
-        'class_names': list(s_head.class_names), 'class_names_each_head': s_head.class_names_each_head,
-        'head_order': order, 'head_channels': {k: int(head_dict[k]['out_channels']) for k in order},
-        'code_weights': list(s_head.model_cfg.LOSS_CONFIG.LOSS_WEIGHTS['code_weights']),
-        'teacher_grid': teacher_grid, 'student_grid': student_grid,
-    }
+def decode_post_cfg(model, min_score):
+    """POST_PROCESSING override (dict, or None for none) for decoding ``model``'s boxes for KD losses that use no
+    box scored below ``min_score``: ``SCORE_THRESH`` raised to just below it (the head keeps ``score >
+    SCORE_THRESH``, a loss may keep ``score >= min_score``). The boxes scored ``>= min_score`` are exactly those of
+    the plain decode: a lower-scored box never suppresses a higher-scored one in NMS nor displaces it from the NMS
+    caps. (A top-K cut would not be exact: a candidate outside a head's top-K can survive NMS.)"""
+    if min_score is None:
+        return None
+    below = float(np.nextafter(np.float32(min_score), np.float32(-np.inf)))
+    own = float(model.dense_head.model_cfg.POST_PROCESSING.SCORE_THRESH)
+    return {'SCORE_THRESH': below} if below > own else None
 
 
 @register_detector('Distiller')
@@ -136,14 +118,9 @@ class Distiller(nn.Module):
                       list(teacher_geom.point_cloud_range), list(dataset.voxel_size), list(dataset.point_cloud_range))
 
         self.grid_mismatch = model_cfg.get('GRID_MISMATCH', 'resample')
-        if self.grid_mismatch not in ('resample', 'error'):
-            raise KDConfigError(f'MODEL.GRID_MISMATCH must be "resample" or "error", got {self.grid_mismatch!r}')
-        grid_s = _grid_info(student_cfg.MODEL, dataset)
-        grid_t = _grid_info(teacher_cfg.MODEL, teacher_geom)
-        context = KDContext(teacher_channels=feature_taps.feature_channels(teacher),
-                            student_channels=feature_taps.feature_channels(self.student),
-                            head_info=_head_info(self.student, teacher, grid_s, grid_t),
+        context = KDContext(teacher=ModelFacts.from_model(teacher), student=ModelFacts.from_model(self.student),
                             grid_mismatch=self.grid_mismatch)
+        context.check_same_heads('MODEL.TEACHER.MODEL.DENSE_HEAD')
         self.kd_context = context
         built, self.kd_weights, self.kd_names = {}, [], []  # weights / names in KD_LOSSES order
         for i, loss_cfg in enumerate(model_cfg.KD_LOSSES or []):

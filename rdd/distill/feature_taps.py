@@ -8,25 +8,6 @@ afterwards.
 """
 import torch
 
-FEATURE_CHANNEL_ATTRS = {
-    # batch_dict key -> (module attribute, attribute holding its output channels)
-    'spatial_features': ('map_to_bev_module', 'num_bev_features'),
-    'spatial_features_2d': ('backbone_2d', 'num_bev_features'),
-}
-
-
-def feature_channels(model):
-    """``{batch_dict key: channels}`` of the BEV maps ``model`` writes (keys of FEATURE_CHANNEL_ATTRS)."""
-    out = {}
-    for key, (attr, ch_attr) in FEATURE_CHANNEL_ATTRS.items():
-        module = getattr(model, attr, None)
-        if module is not None and hasattr(module, ch_attr):
-            out[key] = int(getattr(module, ch_attr))
-    if 'spatial_features_2d' not in out and 'spatial_features' in out:
-        out['spatial_features_2d'] = out['spatial_features']  # no 2D backbone: the BEV map goes to the head
-    return out
-
-
 def copy_pred_dicts(pred_dicts, detach=False):
     """New list of new dicts holding the same (or detached) tensors.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rdd.config import BASE_KEY, ConfigError, load_base_config, resolve_config_path
 
-from .registry import KDConfigError
+from rdd.errors import KDConfigError
 
 
 def _has_relative_base(node):

@@ -11,15 +11,12 @@ import numpy as np
 import torch
 
 from rdd.config import ConfigError, voxel_processor_cfg
-from rdd.models.checkpoint import CheckpointError, load_state_dict_strict, read_model_state
+from rdd.errors import CheckpointError, TeacherCheckpointError
+from rdd.models.checkpoint import load_state_dict_strict, read_model_state
 
-from .registry import KDConfigError
+from rdd.errors import KDConfigError
 
 TEACHER_BN_MODES = ('eval', 'batch')
-
-
-class TeacherCheckpointError(CheckpointError):
-    """The teacher checkpoint is missing, unreadable or does not fit the teacher config."""
 
 
 class FrozenTeacher:

@@ -1,18 +1,30 @@
 """SparseKD-style logit KD for CenterPoint heads (heatmap MSE under a soft mask + regression L1 at GT centres)."""
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
+from rdd.config_schema import parse_section
+from rdd.errors import KDConfigError
 from rdd.models.dense_heads.centernet_utils import transpose_and_gather_feat
+from rdd.ops.bev_pool import resample_to_grid
 
-from ..registry import KDConfigError, check_allowed_keys, register_kd_loss
-from .common import resample_map
+from ..registry import KD_LOSSES
+
+
+@dataclass(frozen=True)
+class LogitKDConfig:
+    hm_weight: float = 10.0
+    reg_weight: float = 0.2
+    score_thresh: float = 0.0
+    soft_mask: bool = True
 
 
 def _prob(logits):
     return torch.clamp(logits.sigmoid(), min=1e-4, max=1 - 1e-4)
 
 
-@register_kd_loss('LogitKDLoss')
+@KD_LOSSES.register()
 class LogitKDLoss(nn.Module):
     """Per head group ``h`` (averaged over groups)::
 
@@ -28,7 +40,10 @@ class LogitKDLoss(nn.Module):
     teacher cell holding each GT centre, its ``center`` offset re-expressed relative to the student cell (the
     other codes do not depend on the grid).
 
-    Config: ``HM_WEIGHT`` (10.0), ``REG_WEIGHT`` (0.2), ``SCORE_THRESH`` (0.0), ``SOFT_MASK`` (True).
+    Config (:class:`LogitKDConfig`): ``HM_WEIGHT`` (10.0), ``REG_WEIGHT`` (0.2), ``SCORE_THRESH`` (0.0),
+    ``SOFT_MASK`` (True)::
+
+        KD_LOSSES: [{NAME: LogitKDLoss, WEIGHT: 1.0, HM_WEIGHT: 10.0, REG_WEIGHT: 0.2}]
     """
     REQUIRES = ('pred_dicts', 'target_dicts')
 
@@ -45,38 +60,33 @@ class LogitKDLoss(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, context):
-        check_allowed_keys(cfg, {'HM_WEIGHT', 'REG_WEIGHT', 'SCORE_THRESH', 'SOFT_MASK'}, 'LogitKDLoss')
+        c = parse_section(LogitKDConfig, cfg, 'LogitKDLoss')
         context.check_grid('LogitKDLoss')
-        info = context.head_info
-        if info['teacher']['head_dict'] != info['student']['head_dict']:
-            raise KDConfigError('LogitKDLoss: teacher and student SEPARATE_HEAD_CFG.HEAD_DICT differ')
-        code_dim = sum(info['head_channels'][k] for k in info['head_order'])
-        if len(info['code_weights']) != code_dim:
-            raise KDConfigError(f'LogitKDLoss: student code_weights has {len(info["code_weights"])} entries for '
-                                f'{code_dim} regression channels ({info["head_order"]})')
-        return cls(info['head_order'], info['code_weights'], context.teacher_grid, context.student_grid,
-                   cfg.get('HM_WEIGHT', 10.0), cfg.get('REG_WEIGHT', 0.2), cfg.get('SCORE_THRESH', 0.0),
-                   cfg.get('SOFT_MASK', True))
+        context.check_same_heads('LogitKDLoss')
+        head = context.student.head
+        if len(head.code_weights) != head.num_reg_channels:
+            raise KDConfigError(f'LogitKDLoss: student code_weights has {len(head.code_weights)} entries for '
+                                f'{head.num_reg_channels} regression channels ({list(head.head_order)})')
+        return cls(head.head_order, head.code_weights, context.teacher.grid, context.student.grid,
+                   c.hm_weight, c.reg_weight, c.score_thresh, c.soft_mask)
 
     def _teacher_reg_at(self, t_reg, inds, target_boxes, s_width):
         """Teacher regression (B, D, Ht, Wt) read at the student's GT slots -> (B, K, D) in student encoding."""
         if self.same_grid:
             return transpose_and_gather_feat(t_reg, inds)
         sg, tg = self.student_grid, self.teacher_grid
-        (scx, scy), (tcx, tcy) = sg.cell_size, tg.cell_size
         ht, wt = t_reg.shape[-2:]
-        # GT centre in metres from the student's target (cell index + encoded offset)
-        cx = (inds % s_width).to(t_reg.dtype) + target_boxes[..., 0].to(t_reg.dtype)
-        cy = torch.div(inds, s_width, rounding_mode='floor').to(t_reg.dtype) + target_boxes[..., 1].to(t_reg.dtype)
-        x = cx * scx + sg.point_cloud_range[0]
-        y = cy * scy + sg.point_cloud_range[1]
-        tx = torch.floor((x - tg.point_cloud_range[0]) / tcx).clamp(0, wt - 1)
-        ty = torch.floor((y - tg.point_cloud_range[1]) / tcy).clamp(0, ht - 1)
+        col_s = (inds % s_width).to(t_reg.dtype)
+        row_s = torch.div(inds, s_width, rounding_mode='floor').to(t_reg.dtype)
+        # GT centre in metres from the student's target (cell index + encoded offset), then its teacher cell
+        x, y = sg.cell_to_metric(col_s + target_boxes[..., 0].to(t_reg.dtype),
+                                 row_s + target_boxes[..., 1].to(t_reg.dtype))
+        u, v = tg.metric_to_cell(x, y)
+        tx, ty = torch.floor(u).clamp(0, wt - 1), torch.floor(v).clamp(0, ht - 1)
         vals = transpose_and_gather_feat(t_reg, (ty * wt + tx).long()).clone()
-        x_t = (tx + vals[..., 0]) * tcx + tg.point_cloud_range[0]  # teacher's predicted centre, metres
-        y_t = (ty + vals[..., 1]) * tcy + tg.point_cloud_range[1]
-        vals[..., 0] = (x_t - sg.point_cloud_range[0]) / scx - (inds % s_width).to(t_reg.dtype)
-        vals[..., 1] = (y_t - sg.point_cloud_range[1]) / scy - torch.div(inds, s_width, rounding_mode='floor')
+        x_t, y_t = tg.cell_to_metric(tx + vals[..., 0], ty + vals[..., 1])  # teacher's predicted centre, metres
+        u_s, v_s = sg.metric_to_cell(x_t, y_t)
+        vals[..., 0], vals[..., 1] = u_s - col_s, v_s - row_s  # re-expressed as the student's offsets
         return vals
 
     def forward(self, teacher, student, batch_dict):
@@ -86,7 +96,7 @@ class LogitKDLoss(nn.Module):
         hm_total, reg_total = 0.0, 0.0
         for h, (t_pred, s_pred) in enumerate(zip(teacher['pred_dicts'], student['pred_dicts'])):
             p_s = _prob(s_pred['hm'])
-            p_t = resample_map(_prob(t_pred['hm'].detach()), self.teacher_grid, self.student_grid)
+            p_t = resample_to_grid(_prob(t_pred['hm'].detach()), self.teacher_grid, self.student_grid)
             if p_t.shape != p_s.shape:
                 raise ValueError(f'LogitKDLoss: teacher heatmap {tuple(p_t.shape)} vs student {tuple(p_s.shape)} '
                                  f'in head group {h}')
