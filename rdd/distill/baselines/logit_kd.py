@@ -25,7 +25,7 @@ class LogitKDConfig:
 
 @KD_LOSSES.register()
 class LogitKDLoss(nn.Module):
-    """PP logit KD (Yang et al., ECCV 2022, SparseKD, ``CenterLogitKDHead`` in ``raw_pred`` mode), per head group
+    """PP logit KD (Yang et al., NeurIPS 2022, SparseKD, ``CenterLogitKDHead`` in ``raw_pred`` mode), per head group
     ``h`` (averaged over groups)::
 
         mask   = max_c p_t * [max_c p_t > SCORE_THRESH] * max_c Y_s        (B, H, W)
