@@ -154,3 +154,9 @@ def test_bad_configs_name_the_key():
     mixed = KDContext(teacher=ModelFacts(ctx.teacher.grid, ctx.teacher.feature_channels, other), student=ctx.student)
     with pytest.raises(KDConfigError, match='GIDLogitLoss: teacher and student heads differ'):
         GIDLogitLoss.from_config(EasyDict(), mixed)
+    from rdd.distill.context import HeadLayout
+    no_z = HeadLayout(('car',), (('car',),), ('center', 'dim', 'rot'), {'center': 2, 'dim': 3, 'rot': 2},
+                      (1.0,) * 7, 0.1, 2)
+    facts = ModelFacts(ctx.teacher.grid, ctx.teacher.feature_channels, no_z)
+    with pytest.raises(KDConfigError, match=r"GIDFeatureLoss: decoding boxes needs the head maps .*'center_z': 1"):
+        GIDFeatureLoss.from_config(EasyDict(), KDContext(teacher=facts, student=facts))

@@ -25,7 +25,8 @@ def tiny_config(tmp_path, name, teacher_ckpt):
     assert [entry['NAME'] for entry in losses] == [BASELINES[name]]
     text = yaml.safe_dump({'_BASE_CONFIG_': str(REPO / 'tests' / 'configs' / 'tiny_kd.yaml'),
                            'MODEL': {'TEACHER_CKPT': str(teacher_ckpt), 'KD_LOSSES': json.loads(json.dumps(losses))}})
-    path = tmp_path / f'kd_{name}_tiny.yaml'
+    path = tmp_path / 'configs' / f'kd_{name}_tiny.yaml'  # its run dir: <output_root>/configs/<stem>/default
+    path.parent.mkdir()
     path.write_text(text)
     return path
 
@@ -40,20 +41,21 @@ def test_baseline_trains_one_epoch_and_evaluates(name, synth_nusc, tiny_teacher_
     torch.set_num_threads(1)
     try:
         train_pipeline.main(['--cfg', str(cfg), '--batch_size', '4', '--epochs', '1', '--workers', '0',
-                             '--output_root', str(tmp_path), '--fix_random_seed', '--skip_eval', '--set', *data])
+                             '--output_root', str(tmp_path / 'out'), '--fix_random_seed', '--skip_eval', '--set', *data])
     finally:
         torch.set_num_threads(old)
-    run = tmp_path / 'configs' / cfg.stem / 'default'
+    run = tmp_path / 'out' / 'configs' / cfg.stem / 'default'
     log = read_scalar_log(run / 'scalars.jsonl')
     assert sorted(log) == [0, 1]  # 8 train samples, batch 4
     key = f'kd/{BASELINES[name]}'
     assert all(key in log[it] and torch.isfinite(torch.tensor(log[it]['loss'])) for it in log), log[0]
     ckpt = run / 'ckpt' / 'checkpoint_epoch_1.pth'
     proc = subprocess.run([sys.executable, 'tools/test.py', '--cfg', str(cfg), '--ckpt', str(ckpt), '--workers', '0',
-                           '--batch_size', '2', '--output_root', str(tmp_path), '--set', *data], cwd=REPO,
+                           '--batch_size', '2', '--output_root', str(tmp_path / 'out'), '--set', *data], cwd=REPO,
                           capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert any(line.startswith('mAP: ') and float(line.split()[1]) >= 0 for line in lines), proc.stdout[-2000:]
     assert any(line.startswith('NDS: ') for line in lines)
-    print(f'{name}: ' + ' '.join(line for line in lines if line.startswith(('mAP: ', 'NDS: '))))
+    first = {line.split()[0]: line for line in reversed(lines) if line.startswith(('mAP: ', 'NDS: '))}
+    print(f"{name}: {first['mAP:']} {first['NDS:']}")

@@ -12,6 +12,7 @@ from ..kd_utils import adapt_regions, zero_loss
 from ..registry import KD_LOSSES
 from .common import AdapterConfig, build_adapter
 from .gism import GISMConfig, select_general_instances
+from .head_maps import require_box_maps
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class GIDFeatureLoss(nn.Module):
         t_ch, s_ch = context.feature_channels(c.feature_key, 'GIDFeatureLoss')
         context.check_grid('GIDFeatureLoss')
         context.check_same_heads('GIDFeatureLoss')
+        require_box_maps(context.student.head, 'GIDFeatureLoss')
         return cls(t_ch, s_ch, context, c)
 
     def forward(self, teacher, student, batch_dict):

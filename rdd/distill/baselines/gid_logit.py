@@ -12,7 +12,8 @@ from rdd.errors import KDConfigError
 from ..kd_utils import zero_loss
 from ..registry import KD_LOSSES
 from .gism import GISMConfig, select_general_instances
-from .head_maps import cell_centres, cells_holding, code_slices, gather_cells, reg_codes, teacher_codes_at
+from .head_maps import (cell_centres, cells_holding, code_slices, gather_cells, reg_codes, require_box_maps,
+                        teacher_codes_at)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class GIDLogitLoss(nn.Module):
         c = parse_section(GIDLogitConfig, cfg, 'GIDLogitLoss')
         context.check_grid('GIDLogitLoss')
         context.check_same_heads('GIDLogitLoss')
+        require_box_maps(context.student.head, 'GIDLogitLoss')
         n_codes = context.student.head.num_reg_channels
         if c.reg_code_weights is not None and len(c.reg_code_weights) != n_codes:
             raise KDConfigError(f'GIDLogitLoss.REG_CODE_WEIGHTS has {len(c.reg_code_weights)} entries for '

@@ -8,8 +8,12 @@ cells), ``center_z`` (m), ``dim`` (log m), ``rot`` (cos, sin), ``vel`` (m/s). A 
 """
 import torch
 
-__all__ = ['heat_prob', 'reg_codes', 'code_slices', 'gather_cells', 'cells_holding', 'cell_centres',
-           'decode_codes', 'teacher_codes_at']
+from rdd.errors import KDConfigError
+
+__all__ = ['heat_prob', 'reg_codes', 'code_slices', 'require_box_maps', 'gather_cells', 'cells_holding',
+           'cell_centres', 'decode_codes', 'teacher_codes_at']
+
+BOX_MAPS = {'center': 2, 'center_z': 1, 'dim': 3, 'rot': 2}
 
 
 def heat_prob(logits):
@@ -29,6 +33,15 @@ def code_slices(layout):
         out[name] = slice(start, start + layout.head_channels[name])
         start += layout.head_channels[name]
     return out
+
+
+def require_box_maps(layout, loss_name):
+    """KDConfigError naming ``loss_name`` unless the head has the maps boxes are decoded from (``center`` 2,
+    ``center_z`` 1, ``dim`` 3, ``rot`` 2 channels)."""
+    have = {name: layout.head_channels.get(name) for name in BOX_MAPS}
+    if have != BOX_MAPS:
+        raise KDConfigError(f'{loss_name}: decoding boxes needs the head maps {BOX_MAPS} in '
+                            f'SEPARATE_HEAD_CFG.HEAD_ORDER, the head has {dict(layout.head_channels)}')
 
 
 def gather_cells(maps, b, rows, cols):

@@ -8,7 +8,8 @@ from rdd.config_schema import parse_section
 from rdd.ops.rotated_iou import boxes_bev_iou
 
 from ..registry import KD_LOSSES
-from .head_maps import cell_centres, cells_holding, code_slices, decode_codes, gather_cells, reg_codes
+from .head_maps import (cell_centres, cells_holding, code_slices, decode_codes, gather_cells, reg_codes,
+                        require_box_maps)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class LADLoss(nn.Module):
         c = parse_section(LADConfig, cfg, 'LADLoss')
         context.check_grid('LADLoss')
         context.check_same_heads('LADLoss')
+        require_box_maps(context.student.head, 'LADLoss')
         return cls(context, c)
 
     def _quality(self, t_pred, b, rows, cols, channel, gt):
