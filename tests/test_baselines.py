@@ -67,7 +67,8 @@ def test_logit_kd_regression_at_gt_centres_same_grid():
     loss_fn = LogitKDLoss.from_config(EasyDict(HM_WEIGHT=0.0, REG_WEIGHT=1.0), context())
     reg_t = {k: torch.zeros(1, c, 8, 8) for k, c in HEAD_CH.items()}
     reg_s = {k: torch.zeros(1, c, 8, 8, requires_grad=True) for k, c in HEAD_CH.items()}
-    reg_t['dim'][0, 0, 1, 2] = 2.0   # at the GT cell (ind = 1*8+2): |0-2| * w[3] = 2 (codes: center 0-1, center_z 2, dim 3-5, rot 6-7, vel 8-9)
+    # codes: center 0-1, center_z 2, dim 3-5, rot 6-7, vel 8-9
+    reg_t['dim'][0, 0, 1, 2] = 2.0   # at the GT cell (ind = 1*8+2): |0-2| * w[3] = 2
     reg_t['rot'][0, 0, 1, 2] = 1.0   # |0-1| * w[6]: 1 with SparseKD's all-1 KD code weights (not the head's 0.2)
     reg_t['vel'][0, 1, 5, 5] = 9.0   # not a GT cell: ignored
     hm = torch.zeros(1, 1, 8, 8)

@@ -40,8 +40,8 @@ def test_baseline_trains_one_epoch_and_evaluates(name, synth_nusc, tiny_teacher_
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_pipeline.main(['--cfg', str(cfg), '--batch_size', '4', '--epochs', '1', '--workers', '0',
-                             '--output_root', str(tmp_path / 'out'), '--fix_random_seed', '--skip_eval', '--set', *data])
+        train_pipeline.main(['--cfg', str(cfg), '--batch_size', '4', '--epochs', '1', '--workers', '0', '--output_root',
+                             str(tmp_path / 'out'), '--fix_random_seed', '--skip_eval', '--set', *data])
     finally:
         torch.set_num_threads(old)
     run = tmp_path / 'out' / 'configs' / cfg.stem / 'default'

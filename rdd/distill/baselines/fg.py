@@ -28,7 +28,7 @@ class FGConfig:
 @KD_LOSSES.register()
 class FGLoss(nn.Module):
     """FG's imitation loss (Wang et al., "Distilling Object Detectors with Fine-grained Feature Imitation", CVPR
-    2019, Eq. 2 and the released code's normalisation), on the neck maps::
+    2019: its imitation loss, with the released code's normalisation), on the neck maps::
 
         M(i, j) = [max over head groups and classes of Y_s(i, j) > FG_THRESH]            (B, H, W)
         L       = 1 / (2 N_M) * sum_{b,i,j} M(i, j) * sum_c (A(F_s) - F_t)^2(c, i, j),   N_M = sum M

@@ -31,7 +31,7 @@ class GIDFeatureConfig:
 
 
 def relation_loss(t_feats, s_feats):
-    """GID's relation term for one sample's K instances (Eq. 4): pairwise L2 distances of the flattened instance
+    """GID's relation term (L_Relation) for one sample's K instances: pairwise L2 distances of the flattened instance
     features, each set divided by its mean pairwise distance, compared with smooth L1 (beta 1), averaged over the
     K (K - 1) / 2 pairs; 0 for K < 2. t_feats (K, ...), s_feats (K, ...) (any widths)."""
     k = t_feats.shape[0]
@@ -49,7 +49,7 @@ def relation_loss(t_feats, s_feats):
 
 @KD_LOSSES.register()
 class GIDFeatureLoss(nn.Module):
-    """GID-F: GID's feature-based (Eq. 3) and relation-based (Eq. 4) distillation on the general instances (GIs)
+    """GID-F: GID's feature-based (L_Feature) and relation-based (L_Relation) losses on the general instances (GIs)
     selected by GISM (:func:`select_general_instances`: where teacher and student heatmaps disagree most, NMS 0.3,
     top 10 per sample)::
 

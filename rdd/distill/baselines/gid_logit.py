@@ -30,7 +30,7 @@ class GIDLogitConfig:
 
 @KD_LOSSES.register()
 class GIDLogitLoss(nn.Module):
-    """GID-L: GID's response-based distillation (Eq. 5) at the general instances (GIs) that GISM selects
+    """GID-L: GID's response-based loss (L_Response) at the general instances (GIs) that GISM selects
     (:func:`select_general_instances`; the same rule as ``GIDFeatureLoss``)::
 
         L_hm  = 1 / N * sum_i sum_c BCE(z_s,i,c, sigmoid(z_t,i,c))                 z: heatmap logits

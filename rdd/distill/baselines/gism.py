@@ -1,5 +1,5 @@
 """GID's general instance selection module (GISM; Dai et al., "General Instance Distillation for Object
-Detection", CVPR 2021, Sec. 3.1) on CenterPoint head maps, shared by ``GIDFeatureLoss`` and ``GIDLogitLoss``."""
+Detection", CVPR 2021) on CenterPoint head maps, shared by ``GIDFeatureLoss`` and ``GIDLogitLoss``."""
 from dataclasses import dataclass
 
 import torch
@@ -64,18 +64,17 @@ def _gi_maps(teacher_preds, student_preds, t_grid, s_grid):
     return torch.stack(scores, dim=1), torch.stack(teacher_wins, dim=1)  # (B, G, H, W)
 
 
-def _candidate_boxes(teacher_preds, student_preds, cand, t_grid, s_grid, layout):
-    """Decoded (N, 7) boxes of candidates ``cand = (b, g, rows, cols, teacher_wins)``: the teacher's box (read at
-    the teacher cell holding the student cell's centre) where the teacher scores higher, else the student's."""
+def _candidate_boxes(t_regs, s_regs, cand, t_grid, s_grid, slices):
+    """Decoded (N, 7) boxes of candidates ``cand = (b, g, rows, cols, teacher_wins)`` from the per-group codes
+    ``t_regs`` / ``s_regs``: the teacher's box (read at the teacher cell holding the student cell's centre) where
+    the teacher scores higher, else the student's."""
     b, g, rows, cols, t_wins = cand
-    order, slices = layout.head_order, code_slices(layout)
     boxes = rows.new_zeros((rows.shape[0], 7), dtype=torch.float32)
     x, y = cell_centres(rows, cols, s_grid)
-    for h, (t_pred, s_pred) in enumerate(zip(teacher_preds, student_preds)):
+    for h, (t_reg, s_reg) in enumerate(zip(t_regs, s_regs)):
         sel = g == h
-        s_codes = gather_cells(reg_codes(s_pred, order).detach(), b[sel], rows[sel], cols[sel])
+        s_codes = gather_cells(s_reg, b[sel], rows[sel], cols[sel])
         s_box = decode_codes(s_codes.float(), rows[sel], cols[sel], s_grid, slices)
-        t_reg = reg_codes(t_pred, order).detach()
         t_rows, t_cols = cells_holding(x[sel], y[sel], t_grid, t_reg.shape[2], t_reg.shape[3])
         t_box = decode_codes(gather_cells(t_reg, b[sel], t_rows, t_cols).float(), t_rows, t_cols, t_grid, slices)
         boxes[sel] = torch.where(t_wins[sel][:, None], t_box, s_box)
@@ -94,6 +93,8 @@ def select_general_instances(teacher_preds, student_preds, t_grid, s_grid, layou
     with torch.no_grad():
         gi, t_wins = _gi_maps(teacher_preds, student_preds, t_grid, s_grid)
         bsz, groups, height, width = gi.shape
+        t_regs = [reg_codes(p, layout.head_order).detach() for p in teacher_preds]
+        s_regs = [reg_codes(p, layout.head_order).detach() for p in student_preds]
         picked = []
         for b in range(bsz):
             flat = gi[b].reshape(-1)
@@ -102,8 +103,8 @@ def select_general_instances(teacher_preds, student_preds, t_grid, s_grid, layou
             g, cell = torch.div(idx, height * width, rounding_mode='floor'), idx % (height * width)
             rows, cols = torch.div(cell, width, rounding_mode='floor'), cell % width
             bs = torch.full_like(idx, b)
-            boxes = _candidate_boxes(teacher_preds, student_preds, (bs, g, rows, cols, t_wins[b].reshape(-1)[idx]),
-                                     t_grid, s_grid, layout)
+            boxes = _candidate_boxes(t_regs, s_regs, (bs, g, rows, cols, t_wins[b].reshape(-1)[idx]), t_grid,
+                                     s_grid, code_slices(layout))
             keep = rotated_nms(boxes, flat[idx], cfg.nms_thresh, post_max_size=cfg.top_k)
             picked.append((boxes[keep], flat[idx][keep], bs[keep], g[keep], t_wins[b].reshape(-1)[idx][keep]))
         boxes, scores, batch_idx, group, from_teacher = (torch.cat(parts) for parts in zip(*picked))

@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from rdd.config_schema import parse_section
 from rdd.errors import KDConfigError
+from rdd.models.dense_heads.centernet_utils import transpose_and_gather_feat
 from rdd.ops.bev_pool import resample_to_grid
 
 from ..registry import KD_LOSSES
@@ -105,7 +106,7 @@ class LogitKDLoss(nn.Module):
 
             inds, slot_mask = targets['inds'][h], targets['masks'][h].to(p_s.dtype)
             s_reg = reg_codes(s_pred, self.head_order)
-            r_s = s_reg.permute(0, 2, 3, 1).flatten(1, 2).gather(1, inds[..., None].expand(-1, -1, s_reg.shape[1]))
+            r_s = transpose_and_gather_feat(s_reg, inds)
             r_t = self._teacher_reg_at(reg_codes(t_pred, self.head_order).detach(), inds,
                                        targets['target_boxes'][h], s_reg.shape[-1])
             per_code = ((r_s - r_t).abs() * slot_mask[..., None]).sum(dim=(0, 1)) / slot_mask.sum().clamp_min(1.0)
