@@ -4,6 +4,7 @@ import importlib.util
 import pytest
 
 import rdd.plugin as plugin
+from pcdet_sim import pcdet_cfg_from_yaml_file
 from rdd.distill import Distiller
 from rdd.models.backbones_2d import BaseBEVBackboneWidth
 from rdd.models.backbones_3d import VoxelResBackBone8xWidth
@@ -64,27 +65,6 @@ def test_plugin_names_are_rdd_names_too():
     assert sparse_registry['VoxelResBackBone8x'] is not VoxelResBackBone8xWidth
 
 
-def _pcdet_style_load(path):
-    """OpenPCDet's config semantics: a mapping's _BASE_CONFIG_ (relative to the CWD) is read and its raw content
-    copied in (its own nested bases are NOT resolved), then the mapping's keys are merged on top."""
-    import yaml
-    from easydict import EasyDict
-
-    def merge(config, new):
-        if '_BASE_CONFIG_' in new:
-            with open(new['_BASE_CONFIG_']) as f:
-                config.update(EasyDict(yaml.safe_load(f)))
-        for key, val in new.items():
-            if isinstance(val, dict):
-                config.setdefault(key, EasyDict())
-                merge(config[key], val)
-            else:
-                config[key] = val
-        return config
-    with open(path) as f:
-        return merge(EasyDict(), yaml.safe_load(f))
-
-
 def test_distiller_builds_from_a_pcdet_loaded_config(tmp_path, monkeypatch):
     """The KD config as OpenPCDet's tools load it (paths relative to the CWD, nested bases left unresolved)."""
     import torch
@@ -109,7 +89,7 @@ MODEL:
     KD_LOSSES: [{{NAME: FitNetLoss}}]
 """)
     monkeypatch.chdir(root)
-    cfg = _pcdet_style_load(kd)
+    cfg = pcdet_cfg_from_yaml_file(kd)
     assert 'MODEL' in cfg.MODEL.STUDENT and 'VFE' not in cfg.MODEL.STUDENT.MODEL  # pcdet left the base unresolved
     from rdd.models import model_geometry
     geom = model_geometry(cfg_from_yaml_file(root / 'tests' / 'configs' / 'tiny_student.yaml'))
