@@ -97,8 +97,8 @@ def test_official_and_custom_split_paths_agree(nusc_root, tmp_path):
     json.dump({'val': splits['val']}, open(val_split, 'w'))
     infos = _infos(nusc_root.val_info)
     official = _dataset(nusc_root, None, 'val', [nusc_root.val_info])
-    # the synthetic root has <version>/splits.json; force the devkit's official split lookup
-    official.split_file = lambda: None
+    # the synthetic v1.0-mini root has <version>/splits.json; an official version ignores it (as info creation)
+    assert (nusc_root.root / nusc_root.version / 'splits.json').is_file() and official.split_file() is None
     _, a = _evaluate(official, infos, 0.3, tmp_path / 'official')
     _, b = _evaluate(_dataset(nusc_root, val_split, 'val', [nusc_root.val_info]), infos, 0.3, tmp_path / 'custom')
     assert a == pytest.approx(b)

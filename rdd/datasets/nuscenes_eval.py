@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .nuscenes_splits import read_custom_splits
+
 MAX_BOXES_PER_SAMPLE = 500
 ERR_NAMES = {'trans_err': 'mATE', 'scale_err': 'mASE', 'orient_err': 'mAOE', 'vel_err': 'mAVE', 'attr_err': 'mAAE'}
 # Attribute used when the speed rule gives none: the most frequent one of the class in nuScenes train
@@ -149,8 +151,7 @@ def split_sample_tokens(nusc, split, split_file=None):
     become 'mini_val'/'mini_train' on v1.0-mini).
     """
     if split_file is not None:
-        with open(split_file) as f:
-            splits = json.load(f)
+        splits = read_custom_splits(split_file)
         if split not in splits:
             raise KeyError(f'Split {split!r} not found in split file {split_file} (has {sorted(splits)})')
         scenes, custom = set(splits[split]), True
