@@ -189,6 +189,17 @@ class NuScenesDataset(DatasetTemplate):
                 raise FileNotFoundError(f'DATA_CONFIG.SPLIT_FILE not found: {cfg_path}')
         return split_file_for(self.root_path, self.dataset_cfg.VERSION, cfg_path or None)
 
+    def check_evaluation_inputs(self):
+        """Raise before inference when :meth:`evaluation` would fail or score wrongly: a devkit table that cannot
+        be loaded (DevkitTableError naming the file), a split that does not resolve, or infos that cover only
+        part of the evaluation split (PartialEvaluationError). See
+        :func:`rdd.datasets.nuscenes_eval.check_evaluation_inputs`."""
+        from .nuscenes_eval import check_evaluation_inputs
+        split = self.dataset_cfg.get('DATA_SPLIT', {}).get(self.mode, 'val')
+        paths = [str(self.root_path / p) for p in self.dataset_cfg.INFO_PATH.get(self.mode, [])]
+        check_evaluation_inputs([info['token'] for info in self.infos], self.root_path, self.dataset_cfg.VERSION,
+                                split, self.split_file(), what=f'the info files {paths}')
+
     def evaluation(self, det_annos, class_names, output_path=None, **kwargs):
         """Score ``det_annos`` with the nuScenes devkit; returns ``(result_str, result_dict)``.
 

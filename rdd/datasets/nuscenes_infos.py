@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .nuscenes_splits import resolve_split
+from .nuscenes_tables import load_nuscenes
 
 logger = logging.getLogger(__name__)
 
@@ -171,14 +172,9 @@ def create_nuscenes_infos(root: str, version: str, split_file: Optional[str] = N
     ``split_file`` / ``train_split`` / ``val_split``: see :func:`rdd.datasets.nuscenes_splits.resolve_split`.
     """
     root = os.path.abspath(os.fspath(root))
-    table_dir = os.path.join(root, version)
-    if not os.path.isdir(table_dir):
-        raise FileNotFoundError(f'nuScenes version folder not found: {table_dir} (the dataroot {root} must hold '
-                                f'{version}/ with the JSON tables)')
     if max_sweeps < 1:
         raise ValueError(f'max_sweeps must be >= 1, got {max_sweeps}')
-    from nuscenes.nuscenes import NuScenes
-    nusc = NuScenes(version=version, dataroot=root, verbose=False)
+    nusc = load_nuscenes(root, version)  # a missing folder or bad table: an error naming it
     test = version.endswith('test')
     split = resolve_split(root, version, [s['name'] for s in nusc.scene], split_file, train_split, val_split)
     logger.info('%s: %d train scenes, %d val scenes from %s', version, len(split.train), len(split.val), split.source)
