@@ -123,7 +123,7 @@ def export_student(kd_cfg_file, ckpt_path, out_path) -> ExportedStudent:
     from rdd.config import cfg_from_yaml_file
     from rdd.distill import student_state_from_distiller
     from rdd.engine.checkpoint_io import save_checkpoint
-    from rdd.models.checkpoint import read_checkpoint
+    from rdd.models.checkpoint import CheckpointError, read_checkpoint
 
     cfg = cfg_from_yaml_file(kd_cfg_file)
     if cfg.MODEL.get('NAME') != 'Distiller':
@@ -144,7 +144,11 @@ def export_student(kd_cfg_file, ckpt_path, out_path) -> ExportedStudent:
         yaml.safe_dump(flat, sort_keys=False, default_flow_style=None, width=110)
     tmp_cfg = _write_temporary(cfg_path, text)
     try:
-        _check_pair(tmp_cfg, student_state)
+        try:
+            _check_pair(tmp_cfg, student_state)
+        except CheckpointError as exc:
+            raise CheckpointError(f'the student of {ckpt_path} does not fit MODEL.STUDENT of {kd_cfg_file} '
+                                  f'({source}); nothing was written:\n{exc}') from exc
         save_checkpoint({'model_state': student_state, 'epoch': ckpt.get('epoch', None), 'it': ckpt.get('it', None),
                          'version': ckpt.get('version', None) or 'rdd'}, out_path)
         os.replace(tmp_cfg, cfg_path)

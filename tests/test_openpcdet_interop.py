@@ -134,7 +134,8 @@ def test_a_config_that_would_half_load_is_refused(tmp_path):
 def test_export_refuses_a_checkpoint_of_another_student_and_writes_nothing(tmp_path):
     xs_state = build_model(cfg_from_yaml_file(CONFIGS / 'cp_voxel_xs_0075.yaml')).state_dict()
     ckpt = _distiller_ckpt(tmp_path / 'kd.pth', xs_state)
-    with pytest.raises(CheckpointError, match='backbone_3d.conv_input.0.weight'):
+    with pytest.raises(CheckpointError, match=r'student of .*kd\.pth does not fit MODEL\.STUDENT of '
+                                              r'.*rdd_cp_voxel_s\.yaml(.|\n)*backbone_3d\.conv_input\.0\.weight'):
         export_student(CONFIGS / 'rdd_cp_voxel_s.yaml', ckpt, tmp_path / 'out' / 'student.pth')
     assert os.listdir(tmp_path / 'out') == []  # neither the checkpoint, nor the config, nor a temporary
     with pytest.raises(ValueError, match='expected a Distiller config'):
