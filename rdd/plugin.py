@@ -19,6 +19,8 @@ config naming them fails loudly in OpenPCDet without the plugin (unknown name) i
 """
 import logging
 
+from rdd.errors import PluginConflictError
+
 _LOG = logging.getLogger(__name__)
 
 # pcdet module holding each registry (its ``__all__`` dict)
@@ -28,13 +30,6 @@ PCDET_REGISTRY_MODULES = {
     'backbones_2d': 'pcdet.models.backbones_2d',
     'dense_heads': 'pcdet.models.dense_heads',
 }
-
-
-class PluginConflictError(KeyError):
-    """A registry already maps the name to a different class."""
-
-    def __str__(self):
-        return str(self.args[0])
 
 
 def plugin_entries():

@@ -26,6 +26,8 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from rdd.errors import PartialEvaluationError
+
 logger = logging.getLogger(__name__)
 
 # version -> (train split, val split) of the devkit's splits.py; v1.0-test has no val split
@@ -157,10 +159,6 @@ def split_sample_tokens(nusc, split, split_file=None):
                          f'{nusc.version} at {nusc.dataroot}')
     scene_tokens = {s['token'] for s in nusc.scene if s['name'] in scenes}
     return split, [s['token'] for s in nusc.sample if s['scene_token'] in scene_tokens], custom
-
-
-class PartialEvaluationError(ValueError):
-    """Predictions (or the info files they come from) cover only part of the evaluation split."""
 
 
 def check_split_coverage(covered_tokens, split_tokens, split, what):

@@ -15,13 +15,11 @@ from __future__ import annotations
 import json
 import os
 
+from rdd.errors import DevkitTableError
+
 # the tables NuScenes.__init__ loads, in its order (all must exist; they may be empty lists)
 DEVKIT_TABLES = ('category', 'attribute', 'visibility', 'instance', 'sensor', 'calibrated_sensor', 'ego_pose',
                  'log', 'scene', 'sample', 'sample_data', 'sample_annotation', 'map')
-
-
-class DevkitTableError(ValueError):
-    """A devkit table (or a file it names) is missing, unreadable or malformed; the message names the file."""
 
 
 def _read_table(path):

@@ -10,7 +10,8 @@ import tempfile
 
 import torch
 
-from rdd.models.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint
+from rdd.errors import CheckpointError, CheckpointWriteError
+from rdd.models.checkpoint import load_state_dict_strict, read_checkpoint
 
 EPOCH_CKPT_RE = re.compile(r'checkpoint_epoch_(\d+)\.pth$')
 LATEST_NAME = 'latest_model.pth'
@@ -39,10 +40,6 @@ def checkpoint_state(model, optimizer=None, epoch=None, it=None, scheduler=None,
         'scaler_state': scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         'rng_state': rng_state,
     }
-
-
-class CheckpointWriteError(RuntimeError):
-    """A checkpoint could not be written (disk full, directory not writable, ...); the message names the path."""
 
 
 def _remove_quietly(path):
