@@ -16,7 +16,16 @@ pcdet's own classes keep their names: an existing entry bound to a different cla
 (PluginConflictError names it); re-registering the same class is a no-op. The alias names are added to rdd's own
 registries as well, so one student config works in both frameworks.
 """
+import importlib
+import importlib.util
 import logging
+
+import rdd.distill  # noqa: F401  (registers the Distiller and the KD losses)
+from rdd.distill.registry import KD_LOSSES
+from rdd.models.backbones_2d import BaseBEVBackbone
+from rdd.models.backbones_3d import VoxelResBackBone8x
+from rdd.models.dense_heads import CenterHead
+from rdd.models.registries import BACKBONES_2D, BACKBONES_3D, DENSE_HEADS, DETECTORS
 
 _LOG = logging.getLogger(__name__)
 
@@ -38,13 +47,8 @@ class PluginConflictError(KeyError):
 
 def plugin_entries():
     """``{registry name: {class name: class}}`` that :func:`register` inserts."""
-    from rdd.distill import Distiller
-    from rdd.distill.registry import KD_LOSSES
-    from rdd.models.backbones_2d import BaseBEVBackbone
-    from rdd.models.backbones_3d import VoxelResBackBone8x
-    from rdd.models.dense_heads import CenterHead
     return {
-        'detectors': {'Distiller': Distiller},
+        'detectors': {'Distiller': DETECTORS.get('Distiller')},  # Distiller.from_config
         'backbones_3d': {'VoxelResBackBone8xWidth': VoxelResBackBone8x},
         'backbones_2d': {'BaseBEVBackboneWidth': BaseBEVBackbone},
         'dense_heads': {'CenterHeadRDD': CenterHead},
@@ -86,18 +90,16 @@ def register(pcdet_registries):
 def alias_in_rdd(entries=None):
     """Make rdd's own registries accept the plugin's alias names too (same classes), so that a student config
     written for pcdet (``VoxelResBackBone8xWidth``, ...) also builds inside the Distiller. Never overwrites."""
-    import importlib
     entries = entries or plugin_entries()
-    for reg_name, module in (('backbones_3d', 'rdd.models.backbones_3d'), ('backbones_2d', 'rdd.models.backbones_2d'),
-                             ('dense_heads', 'rdd.models.dense_heads')):
-        registry = importlib.import_module(module).__all__
+    for reg_name, registry in (('backbones_3d', BACKBONES_3D), ('backbones_2d', BACKBONES_2D),
+                               ('dense_heads', DENSE_HEADS)):
         for name, cls in entries[reg_name].items():
-            registry.setdefault(name, cls)
+            if name not in registry:
+                registry.register(cls, name=name)
 
 
 def pcdet_registries():
     """pcdet's registry dicts, or None when ``pcdet.models`` cannot be imported (no CUDA ops, not installed)."""
-    import importlib
     try:
         return {name: importlib.import_module(mod).__all__ for name, mod in PCDET_REGISTRY_MODULES.items()}
     except Exception as exc:  # ImportError, or OSError / RuntimeError from pcdet's compiled extensions
@@ -107,7 +109,6 @@ def pcdet_registries():
 
 def register_with_pcdet():
     """Register into pcdet when it is importable; returns what was inserted, or None."""
-    import importlib.util
     if importlib.util.find_spec('pcdet') is None:
         return None
     regs = pcdet_registries()

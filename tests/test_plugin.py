@@ -19,7 +19,7 @@ def test_register_inserts_and_keeps_pcdet_classes():
     regs = _registries()
     keep = regs['detectors']['CenterPoint']
     inserted = plugin.register(regs)
-    assert regs['detectors']['Distiller'] is Distiller and regs['detectors']['CenterPoint'] is keep
+    assert regs['detectors']['Distiller'].__self__ is Distiller and regs['detectors']['CenterPoint'] is keep
     assert regs['backbones_3d']['VoxelResBackBone8xWidth'] is VoxelResBackBone8x
     assert regs['backbones_3d']['VoxelResBackBone8x'] is object
     assert 'BaseBEVBackboneWidth' in regs['backbones_2d'] and 'CenterHeadRDD' in regs['dense_heads']
@@ -50,12 +50,12 @@ def test_import_without_pcdet_is_a_noop():
 
 
 def test_aliases_known_to_rdd_registries():
-    from rdd.models.backbones_2d import BaseBEVBackbone, __all__ as bev_registry
-    from rdd.models.backbones_3d import __all__ as sparse_registry
+    from rdd.models.backbones_2d import BaseBEVBackbone
+    from rdd.models.registries import BACKBONES_2D, BACKBONES_3D
     plugin.register(_registries())
-    assert sparse_registry['VoxelResBackBone8xWidth'] is VoxelResBackBone8x
-    assert bev_registry['BaseBEVBackboneWidth'] is BaseBEVBackbone
-    assert sparse_registry['VoxelResBackBone8x'] is VoxelResBackBone8x
+    assert BACKBONES_3D.get('VoxelResBackBone8xWidth') is VoxelResBackBone8x
+    assert BACKBONES_2D.get('BaseBEVBackboneWidth') is BaseBEVBackbone
+    assert BACKBONES_3D.get('VoxelResBackBone8x') is VoxelResBackBone8x
 
 
 def _pcdet_style_load(path):

@@ -10,7 +10,9 @@ import tempfile
 
 import torch
 
-from rdd.models.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint
+import rdd
+from rdd.errors import CheckpointError
+from rdd.models.checkpoint import load_state_dict_strict, read_checkpoint
 
 EPOCH_CKPT_RE = re.compile(r'checkpoint_epoch_(\d+)\.pth$')
 LATEST_NAME = 'latest_model.pth'
@@ -22,7 +24,6 @@ def unwrap_model(model):
 
 
 def version_string():
-    import rdd
     return f'rdd+{rdd.__version__}'
 
 

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from rdd.models.registries import BACKBONES_2D
+
 from ..backbones_3d.spconv_backbone import scaled_filters
 
 
@@ -15,6 +17,7 @@ def _bn(channels):
     return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
 
 
+@BACKBONES_2D.register()
 class BaseBEVBackbone(nn.Module):
     """Args:
         model_cfg: ``MODEL.BACKBONE_2D`` with ``LAYER_NUMS``, ``LAYER_STRIDES``, ``NUM_FILTERS``,

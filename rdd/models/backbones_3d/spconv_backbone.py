@@ -8,6 +8,7 @@ from functools import partial
 import numpy as np
 import torch.nn as nn
 
+from rdd.models.registries import BACKBONES_3D
 from rdd.ops.spconv_compat import spconv
 
 DEFAULT_NUM_FILTERS = (16, 16, 32, 64, 128, 128)
@@ -80,6 +81,7 @@ class SparseBasicBlock(spconv.SparseModule):
         return out.replace_feature(self.relu(out.features + identity.features))
 
 
+@BACKBONES_3D.register()
 class VoxelResBackBone8x(nn.Module):
     """Sparse 3D backbone, overall stride 8 in x/y (z: 41 -> 21 -> 11 -> 5 -> 2 on nuScenes).
 

@@ -12,6 +12,9 @@ from easydict import EasyDict
 from torch import nn
 from torch.nn.init import kaiming_normal_
 
+from rdd.models.registries import DENSE_HEADS
+from rdd.ops.rotated_iou import class_agnostic_nms
+
 from . import centernet_utils
 from .losses import FocalLossCenterNet, RegLossCenterNet
 
@@ -69,6 +72,7 @@ def _merge_post_cfg(base, override, path='POST_PROCESSING'):
     return merged
 
 
+@DENSE_HEADS.register()
 class CenterHead(nn.Module):
     """CenterPoint multi-group head.
 
@@ -182,8 +186,6 @@ class CenterHead(nn.Module):
             list over samples of dicts: ``pred_boxes`` (N, 9), ``pred_scores`` (N,), ``pred_labels`` (N,) int64,
             1-based global classes; heads concatenated in order, each in descending score order after NMS.
         """
-        from rdd.ops.rotated_iou import class_agnostic_nms
-
         cfg = _merge_post_cfg(self.model_cfg.POST_PROCESSING, post_cfg)
         ret = [{'pred_boxes': [], 'pred_scores': [], 'pred_labels': []} for _ in range(batch_size)]
         for idx, pred_dict in enumerate(pred_dicts):
