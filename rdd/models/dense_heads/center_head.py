@@ -7,11 +7,13 @@ mapping tensors follow the device of the predictions (no ``.cuda()``).
 """
 import copy
 
+import numpy as np
 import torch
 from easydict import EasyDict
 from torch import nn
 from torch.nn.init import kaiming_normal_
 
+from rdd.geometry import BEVGrid
 from rdd.models.registries import DENSE_HEADS
 from rdd.ops.rotated_iou import class_agnostic_nms
 
@@ -95,6 +97,8 @@ class CenterHead(nn.Module):
         self.point_cloud_range = point_cloud_range
         self.voxel_size = voxel_size
         self.feature_map_stride = model_cfg.TARGET_ASSIGNER_CONFIG.get('FEATURE_MAP_STRIDE', None)
+        self.grid = BEVGrid(tuple(np.asarray(point_cloud_range, dtype=np.float64).tolist()),
+                            tuple(float(v) for v in voxel_size), self.feature_map_stride)
         self.class_names = list(class_names)
         self.class_names_each_head = []
         self.class_id_mapping_each_head = []  # plain attributes (not buffers): 0-based global ids per head
@@ -133,10 +137,10 @@ class CenterHead(nn.Module):
     def assign_targets(self, gt_boxes, feature_map_size):
         """gt_boxes (B, M, 10) (not modified), feature_map_size (H, W) -> target dict (see centernet_utils)."""
         cfg = self.model_cfg.TARGET_ASSIGNER_CONFIG
-        return centernet_utils.assign_targets(
-            gt_boxes, self.class_names, self.class_names_each_head, feature_map_size,
-            self.point_cloud_range, self.voxel_size, cfg.FEATURE_MAP_STRIDE, num_max_objs=cfg.NUM_MAX_OBJS,
-            gaussian_overlap=cfg.GAUSSIAN_OVERLAP, min_radius=cfg.MIN_RADIUS)
+        params = centernet_utils.TargetParams(num_max_objs=cfg.NUM_MAX_OBJS, gaussian_overlap=cfg.GAUSSIAN_OVERLAP,
+                                              min_radius=cfg.MIN_RADIUS)
+        return centernet_utils.assign_targets(gt_boxes, self.class_names, self.class_names_each_head,
+                                              feature_map_size, self.grid, params)
 
     @staticmethod
     def sigmoid(x):
@@ -165,13 +169,13 @@ class CenterHead(nn.Module):
 
     def decode_head(self, idx, pred_dict, post_cfg):
         """Pre-NMS candidates of head ``idx`` from its raw maps -> list per sample (centernet_utils decode)."""
-        return centernet_utils.decode_bbox_from_heatmap(
-            heatmap=pred_dict['hm'].sigmoid(), rot_cos=pred_dict['rot'][:, 0:1], rot_sin=pred_dict['rot'][:, 1:2],
-            center=pred_dict['center'], center_z=pred_dict['center_z'], dim=pred_dict['dim'].exp(),
-            vel=pred_dict['vel'] if 'vel' in self.separate_head_cfg.HEAD_ORDER else None,
-            point_cloud_range=self.point_cloud_range, voxel_size=self.voxel_size,
-            feature_map_stride=self.feature_map_stride, K=post_cfg.MAX_OBJ_PER_SAMPLE,
-            score_thresh=post_cfg.SCORE_THRESH, post_center_limit_range=post_cfg.POST_CENTER_LIMIT_RANGE)
+        maps = {'heatmap': pred_dict['hm'].sigmoid(), 'rot_cos': pred_dict['rot'][:, 0:1],
+                'rot_sin': pred_dict['rot'][:, 1:2], 'center': pred_dict['center'], 'center_z': pred_dict['center_z'],
+                'dim': pred_dict['dim'].exp(),
+                'vel': pred_dict['vel'] if 'vel' in self.separate_head_cfg.HEAD_ORDER else None}
+        params = centernet_utils.DecodeParams(k=post_cfg.MAX_OBJ_PER_SAMPLE, score_thresh=post_cfg.SCORE_THRESH,
+                                              post_center_limit_range=post_cfg.POST_CENTER_LIMIT_RANGE)
+        return centernet_utils.decode_bbox_from_heatmap(maps, self.grid, params)
 
     def decode(self, pred_dicts, batch_size, post_cfg=None):
         """Full post-processing: per head top-K decode, score/range filter, class-agnostic rotated NMS, concat.

@@ -4,9 +4,34 @@ Conventions: BEV maps are (B, C, H, W), H along y, W along x; the cell index is 
 ``voxel_size * feature_map_stride`` metres wide. GT boxes are (..., 7 + E + 1): x, y, z, dx, dy, dz, yaw,
 E extra columns (vx, vy), then the 1-based class. Encoded target boxes are (K, 7 + E + 1 - 1 + 1) =
 [offset x, offset y, z, log dx, log dy, log dz, cos yaw, sin yaw, *extras] (10 codes with velocity).
+Where the maps lie in metres is a :class:`rdd.geometry.BEVGrid` (``point_cloud_range``, ``voxel_size``,
+``feature_map_stride``).
 """
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
 import numpy as np
 import torch
+
+from rdd.geometry import BEVGrid
+
+
+@dataclass(frozen=True)
+class TargetParams:
+    """``TARGET_ASSIGNER_CONFIG`` numbers: ``num_max_objs`` target slots per head and sample, CenterPoint's
+    Gaussian ``gaussian_overlap`` and ``min_radius`` (cells)."""
+    num_max_objs: int = 500
+    gaussian_overlap: float = 0.1
+    min_radius: int = 2
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    """Per-head decoding: ``k`` peaks per sample; keep ``score > score_thresh`` (strict) and centres inside
+    ``post_center_limit_range`` (6 floats, inclusive); None disables a filter."""
+    k: int = 100
+    score_thresh: Optional[float] = None
+    post_center_limit_range: Optional[Sequence[float]] = None
 
 
 def gaussian_radius(height, width, min_overlap=0.5):
@@ -72,15 +97,15 @@ def draw_gaussian_to_heatmap(heatmap, center, radius):
     return heatmap
 
 
-def assign_targets_single_head(gt_boxes, num_classes, feature_map_size, point_cloud_range, voxel_size,
-                               feature_map_stride, num_max_objs=500, gaussian_overlap=0.1, min_radius=2):
+def assign_targets_single_head(gt_boxes, num_classes, feature_map_size, grid: BEVGrid,
+                               params: TargetParams = TargetParams()):
     """Targets of one head group for one sample.
 
     Args:
         gt_boxes: (N, 7 + E + 1) boxes of this head, last column the 1-based class index *within the head*.
         num_classes: number of classes of the head.
         feature_map_size: (H, W) of the BEV map.
-        point_cloud_range: 6 floats; voxel_size: 3 floats (m); feature_map_stride: int.
+        grid: where the map lies (metres); params: :class:`TargetParams`.
     Returns:
         heatmap (num_classes, H, W), ret_boxes (num_max_objs, 7 + E + 1) encoded boxes,
         inds (num_max_objs,) int64 cell index, mask (num_max_objs,) int64 (1 = valid slot).
@@ -88,6 +113,7 @@ def assign_targets_single_head(gt_boxes, num_classes, feature_map_size, point_cl
         Centres outside the map are clamped onto its border cells (as OpenPCDet does).
     """
     height, width = int(feature_map_size[0]), int(feature_map_size[1])
+    num_max_objs, feature_map_stride = params.num_max_objs, grid.feature_map_stride
     heatmap = gt_boxes.new_zeros(num_classes, height, width)
     ret_boxes = gt_boxes.new_zeros((num_max_objs, gt_boxes.shape[-1]))
     inds = gt_boxes.new_zeros(num_max_objs).long()
@@ -97,8 +123,8 @@ def assign_targets_single_head(gt_boxes, num_classes, feature_map_size, point_cl
         return heatmap, ret_boxes, inds, mask
     gt = gt_boxes[:n]
 
-    pc_x, pc_y = float(point_cloud_range[0]), float(point_cloud_range[1])
-    vs_x, vs_y = float(voxel_size[0]), float(voxel_size[1])
+    pc_x, pc_y = grid.x_min, grid.y_min
+    vs_x, vs_y = grid.voxel_size[0], grid.voxel_size[1]
     coord_x = (gt[:, 0] - pc_x) / vs_x / feature_map_stride
     coord_y = (gt[:, 1] - pc_y) / vs_y / feature_map_stride
     coord_x = torch.clamp(coord_x, min=0, max=width - 0.5)
@@ -109,8 +135,8 @@ def assign_targets_single_head(gt_boxes, num_classes, feature_map_size, point_cl
     center_int = center.int()
     dx = gt[:, 3] / vs_x / feature_map_stride
     dy = gt[:, 4] / vs_y / feature_map_stride
-    radius = gaussian_radius(dx, dy, min_overlap=gaussian_overlap)
-    radius = torch.clamp_min(torch.nan_to_num(radius).int(), min=min_radius)
+    radius = gaussian_radius(dx, dy, min_overlap=params.gaussian_overlap)
+    radius = torch.clamp_min(torch.nan_to_num(radius).int(), min=params.min_radius)
 
     valid = (dx > 0) & (dy > 0) & finite
     labels = (gt[:, -1] - 1).long()
@@ -159,8 +185,8 @@ def split_boxes_by_head(gt_boxes, class_names, class_names_each_head):
     return out
 
 
-def assign_targets(gt_boxes, class_names, class_names_each_head, feature_map_size, point_cloud_range, voxel_size,
-                   feature_map_stride, num_max_objs=500, gaussian_overlap=0.1, min_radius=2):
+def assign_targets(gt_boxes, class_names, class_names_each_head, feature_map_size, grid: BEVGrid,
+                   params: TargetParams = TargetParams()):
     """CenterPoint targets for a batch (computed on CPU, returned on ``gt_boxes.device``).
 
     Args:
@@ -176,10 +202,8 @@ def assign_targets(gt_boxes, class_names, class_names_each_head, feature_map_siz
                   for b in range(gt_cpu.shape[0])]
     ret = {'heatmaps': [], 'target_boxes': [], 'inds': [], 'masks': []}
     for h, head_names in enumerate(class_names_each_head):
-        results = [assign_targets_single_head(
-            per_sample[b][h], len(head_names), feature_map_size, point_cloud_range, voxel_size, feature_map_stride,
-            num_max_objs=num_max_objs, gaussian_overlap=gaussian_overlap, min_radius=min_radius)
-            for b in range(gt_cpu.shape[0])]
+        results = [assign_targets_single_head(per_sample[b][h], len(head_names), feature_map_size, grid, params)
+                   for b in range(gt_cpu.shape[0])]
         for key, values in zip(('heatmaps', 'target_boxes', 'inds', 'masks'), zip(*results)):
             ret[key].append(torch.stack(values, dim=0).to(device))
     return ret
@@ -215,44 +239,41 @@ def topk_from_heatmap(scores, k):
     return top_scores, inds, classes, ys, xs
 
 
-def decode_bbox_from_heatmap(heatmap, rot_cos, rot_sin, center, center_z, dim, point_cloud_range, voxel_size,
-                             feature_map_stride, vel=None, K=100, score_thresh=None, post_center_limit_range=None):
+def decode_bbox_from_heatmap(maps, grid: BEVGrid, params: DecodeParams = DecodeParams()):
     """Decode the top-K heatmap peaks of one head into boxes (before NMS).
 
     Args:
-        heatmap: (B, C, H, W) probabilities (sigmoid applied). rot_cos, rot_sin, center_z: (B, 1, H, W);
-        center: (B, 2, H, W) offsets in cells; dim: (B, 3, H, W) sizes in metres (exp applied); vel: (B, 2, H, W).
-        K: peaks per sample; score_thresh: keep score > thresh (strict); post_center_limit_range: 6 floats,
-        keep boxes whose centre lies inside (inclusive). None disables a filter.
+        maps: ``heatmap`` (B, C, H, W) probabilities (sigmoid applied); ``rot_cos``, ``rot_sin``, ``center_z``
+            (B, 1, H, W); ``center`` (B, 2, H, W) offsets in cells; ``dim`` (B, 3, H, W) sizes in metres (exp
+            applied); optional ``vel`` (B, 2, H, W).
+        grid: where the maps lie (metres); params: :class:`DecodeParams`.
     Returns:
         list over samples of dicts, in top-K order: ``pred_boxes`` (n, 7 or 9) [x,y,z,dx,dy,dz,yaw(,vx,vy)],
         ``pred_scores`` (n,), ``pred_labels`` (n,) int32 0-based in-head class, ``cell_index`` (n,) int64.
     """
-    batch = heatmap.shape[0]
-    scores, inds, class_ids, ys, xs = topk_from_heatmap(heatmap, K)
+    batch = maps['heatmap'].shape[0]
+    scores, inds, class_ids, ys, xs = topk_from_heatmap(maps['heatmap'], params.k)
     k = scores.shape[1]
-    center = transpose_and_gather_feat(center, inds)
-    rot_sin = transpose_and_gather_feat(rot_sin, inds)
-    rot_cos = transpose_and_gather_feat(rot_cos, inds)
-    center_z = transpose_and_gather_feat(center_z, inds)
-    dim = transpose_and_gather_feat(dim, inds)
+    center, rot_sin, rot_cos, center_z, dim = (transpose_and_gather_feat(maps[name], inds) for name in
+                                               ('center', 'rot_sin', 'rot_cos', 'center_z', 'dim'))
 
     angle = torch.atan2(rot_sin, rot_cos)
     xs = xs.view(batch, k, 1) + center[:, :, 0:1]
     ys = ys.view(batch, k, 1) + center[:, :, 1:2]
-    xs = xs * feature_map_stride * float(voxel_size[0]) + float(point_cloud_range[0])
-    ys = ys * feature_map_stride * float(voxel_size[1]) + float(point_cloud_range[1])
+    xs = xs * grid.feature_map_stride * grid.voxel_size[0] + grid.x_min
+    ys = ys * grid.feature_map_stride * grid.voxel_size[1] + grid.y_min
     parts = [xs, ys, center_z, dim, angle]
-    if vel is not None:
-        parts.append(transpose_and_gather_feat(vel, inds))
+    if maps.get('vel') is not None:
+        parts.append(transpose_and_gather_feat(maps['vel'], inds))
     boxes = torch.cat(parts, dim=-1)
 
     keep = torch.ones_like(scores, dtype=torch.bool)
-    if post_center_limit_range is not None:
-        limit = torch.as_tensor(post_center_limit_range, dtype=torch.float32, device=boxes.device).to(boxes.dtype)
+    if params.post_center_limit_range is not None:
+        limit = torch.as_tensor(params.post_center_limit_range, dtype=torch.float32,
+                                device=boxes.device).to(boxes.dtype)
         keep &= (boxes[..., :3] >= limit[:3]).all(2)
         keep &= (boxes[..., :3] <= limit[3:]).all(2)
-    if score_thresh is not None:
-        keep &= scores > score_thresh
+    if params.score_thresh is not None:
+        keep &= scores > params.score_thresh
     return [{'pred_boxes': boxes[b, keep[b]], 'pred_scores': scores[b, keep[b]],
              'pred_labels': class_ids[b, keep[b]], 'cell_index': inds[b, keep[b]]} for b in range(batch)]
