@@ -193,21 +193,3 @@ def cfg_from_list(cfg_list: List[str], config: dict) -> dict:
             raise ConfigError(f"--set {key}: key '{key}' does not exist in the config")
         node[last] = _coerce(_parse_value(text), node[last], key)
     return config
-
-
-def iter_leaf_keys(cfg: dict, prefix: str = "") -> Iterable[str]:
-    """Yield the dotted paths of all leaves of a nested mapping."""
-    for key, val in cfg.items():
-        if isinstance(val, dict):
-            yield from iter_leaf_keys(val, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}"
-
-
-def config_to_plain(cfg: Any) -> Any:
-    """Deep-convert an EasyDict config into plain dicts/lists (for YAML/JSON dumps)."""
-    if isinstance(cfg, dict):
-        return {k: config_to_plain(v) for k, v in cfg.items()}
-    if isinstance(cfg, (list, tuple)):
-        return [config_to_plain(v) for v in cfg]
-    return cfg

@@ -17,7 +17,7 @@ from rdd.errors import ConfigError
 from rdd.geometry import BEVGrid
 
 from .data import DataConfig
-from .model import MODEL_SECTIONS, BaseBEVBackboneConfig, CenterHeadConfig, CenterPointConfig, VoxelResBackBone8xConfig
+from .model import BaseBEVBackboneConfig, CenterHeadConfig, CenterPointConfig, VoxelResBackBone8xConfig
 from .optimization import OptimizationConfig
 from .sections import ByName, parse_section
 

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-import tqdm
 from torch.nn.utils import clip_grad_norm_
 
 from rdd.engine import checkpoint_io, dist

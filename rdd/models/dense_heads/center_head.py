@@ -210,10 +210,6 @@ class CenterHead(nn.Module):
                       'pred_labels': torch.cat(ret[b]['pred_labels'], dim=0).long() + 1}
         return ret
 
-    def generate_predicted_boxes(self, batch_size, pred_dicts):
-        """OpenPCDet name: :meth:`decode` with the configured POST_PROCESSING."""
-        return self.decode(pred_dicts, batch_size)
-
     def forward(self, data_dict):
         """Uses ``spatial_features_2d`` (B, C, H, W) and, in training, ``gt_boxes`` (B, M, 10).
 
