@@ -6,7 +6,7 @@ their ``NAME``. Geometry is checked here where it needs no model: ``POINT_CLOUD_
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from typing import Annotated, Mapping, Optional, Tuple, Union
 
 from rdd.errors import ConfigError
@@ -24,28 +24,15 @@ def _positive(value, key, minimum=1):
         raise ConfigError(f'must be >= {minimum}, got {value}', key=key)
 
 
-@dataclass(frozen=True)
-class PerModeFlag:
-    train: bool = key_field('train')
-    test: bool = key_field('test')
+def _per_mode(name, value_type):
+    """A ``{train: X, test: X}`` section (OpenPCDet's lower-case mode keys) whose values are ``value_type``."""
+    return make_dataclass(name, [(mode, value_type, key_field(mode)) for mode in ('train', 'test')], frozen=True)
 
 
-@dataclass(frozen=True)
-class PerModeCount:
-    train: int = key_field('train')
-    test: int = key_field('test')
-
-
-@dataclass(frozen=True)
-class PerModeSplit:
-    train: str = key_field('train')
-    test: str = key_field('test')
-
-
-@dataclass(frozen=True)
-class PerModeFiles:
-    train: Tuple[str, ...] = key_field('train')
-    test: Tuple[str, ...] = key_field('test')
+PerModeFlag = _per_mode('PerModeFlag', bool)
+PerModeCount = _per_mode('PerModeCount', int)
+PerModeSplit = _per_mode('PerModeSplit', str)
+PerModeFiles = _per_mode('PerModeFiles', Tuple[str, ...])
 
 
 @dataclass(frozen=True)
@@ -107,6 +94,7 @@ class MaskOutsideRangeConfig:
 
 @dataclass(frozen=True)
 class ShufflePointsConfig:
+    """``shuffle_points``: shuffle the points of a sample, per mode."""
     shuffle_enabled: PerModeFlag
 
 
@@ -141,16 +129,17 @@ class DataConfig:
     point_cloud_range: Tuple[float, float, float, float, float, float]
     point_feature_encoding: PointFeatureEncodingConfig
     data_processor: Tuple[Annotated[Mapping, ByName(PROCESSORS)], ...]
-    data_path: Optional[str] = None
-    version: Optional[str] = None
-    max_sweeps: Optional[int] = None
-    pred_velocity: Optional[bool] = None
+    # optional keys (None: absent; the dataset applies its defaults)
+    data_path: Optional[str] = None                     # relative to the repository root
+    version: Optional[str] = None                       # e.g. v1.0-trainval; the devkit dataroot is DATA_PATH/VERSION
+    max_sweeps: Optional[int] = None                    # LiDAR sweeps merged per sample, >= 1
+    pred_velocity: Optional[bool] = None                # keep vx, vy in gt_boxes
     set_nan_velocity_to_zeros: Optional[bool] = None
-    filter_min_points_in_gt: Optional[int] = None
-    data_split: Optional[PerModeSplit] = None
-    info_path: Optional[PerModeFiles] = None
-    split_file: Optional[str] = None
-    balanced_resampling: Optional[bool] = None
+    filter_min_points_in_gt: Optional[int] = None       # drop GT boxes with fewer LiDAR points, >= 0
+    data_split: Optional[PerModeSplit] = None           # {train: train, test: val}
+    info_path: Optional[PerModeFiles] = None            # info files per mode, relative to the dataroot
+    split_file: Optional[str] = None                    # custom scene split JSON (evaluation)
+    balanced_resampling: Optional[bool] = None          # CBGS
     data_augmentor: Optional[DataAugmentorConfig] = None
 
     def __post_init__(self):

@@ -124,15 +124,18 @@ class LossWeights:
 
 @dataclass(frozen=True)
 class LossConfig:
+    """``LOSS_CONFIG``: the weights of the heatmap and regression losses."""
     loss_weights: LossWeights
 
 
 @dataclass(frozen=True)
 class NMSConfig:
+    """``NMS_CONFIG``: OpenPCDet's class-agnostic rotated NMS (``nms_gpu``; ``circle_nms`` is refused when
+    the head is built)."""
     nms_type: str
-    nms_thresh: float
-    nms_pre_maxsize: int
-    nms_post_maxsize: int
+    nms_thresh: float        # suppress above this BEV IoU
+    nms_pre_maxsize: int     # boxes entering NMS, per head
+    nms_post_maxsize: int    # boxes kept, per head
 
 
 @dataclass(frozen=True)
@@ -152,12 +155,12 @@ class CenterHeadConfig:
     target_assigner_config: TargetAssignerConfig
     loss_config: LossConfig
     post_processing: HeadPostProcessing
-    class_agnostic: Optional[bool] = None
-    use_bias_before_norm: Optional[bool] = None
-    num_hm_conv: Optional[int] = None
+    class_agnostic: Optional[bool] = None        # one heatmap class
+    use_bias_before_norm: Optional[bool] = None  # biases in the convs followed by BN
+    num_hm_conv: Optional[int] = None            # convs of the heatmap branch
     bn_eps: Optional[float] = None
     bn_mom: Optional[float] = None
-    init_bias: Optional[float] = None
+    init_bias: Optional[float] = None            # heatmap logit bias at init (-2.19: prior 0.1)
 
     def __post_init__(self):
         if self.shared_conv_channel < 1:

@@ -18,20 +18,21 @@ class OptimizationConfig:
     num_epochs: int
     optimizer: Literal['adam_onecycle', 'adam', 'sgd']
     lr: float
-    weight_decay: Optional[float] = None
-    momentum: Optional[float] = None
-    moms: Optional[Tuple[float, float]] = None
-    pct_start: Optional[float] = None
-    div_factor: Optional[float] = None
-    decay_step_list: Optional[Tuple[int, ...]] = None
-    lr_decay: Optional[float] = None
-    lr_clip: Optional[float] = None
-    lr_warmup: Optional[bool] = None
+    # optional (None: absent; the engine applies its defaults)
+    weight_decay: Optional[float] = None            # decoupled for adam_onecycle
+    momentum: Optional[float] = None                # sgd
+    moms: Optional[Tuple[float, float]] = None      # adam_onecycle: beta1 from MOMS[0] to MOMS[1] and back
+    pct_start: Optional[float] = None               # adam_onecycle: fraction of the steps spent warming up
+    div_factor: Optional[float] = None              # adam_onecycle: start LR = LR / DIV_FACTOR
+    decay_step_list: Optional[Tuple[int, ...]] = None  # adam / sgd: epochs at which the LR decays
+    lr_decay: Optional[float] = None                # adam / sgd: factor per decay step
+    lr_clip: Optional[float] = None                 # adam / sgd: LR floor
+    lr_warmup: Optional[bool] = None                # adam / sgd: cosine warm-up over WARMUP_EPOCH epochs
     warmup_epoch: Optional[int] = None
-    grad_norm_clip: Optional[float] = None
-    max_nonfinite_steps: Optional[int] = None
-    use_amp: Optional[bool] = None
-    find_unused_parameters: Optional[bool] = None
+    grad_norm_clip: Optional[float] = None          # max global gradient norm (default 10)
+    max_nonfinite_steps: Optional[int] = None       # consecutive skipped steps before aborting (default 5)
+    use_amp: Optional[bool] = None                  # mixed precision (CUDA only)
+    find_unused_parameters: Optional[bool] = None   # DDP
 
     def __post_init__(self):
         for key, value, low in (('BATCH_SIZE_PER_GPU', self.batch_size_per_gpu, 1),
