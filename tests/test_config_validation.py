@@ -116,7 +116,7 @@ def test_parse_section_keys_types_names_and_refusals():
 
     @dataclass(frozen=True)
     class Section:
-        REFUSED = {'OLD': 'write RATE instead'}
+        REFUSED = {'OLD': 'write RATE instead', 'WIDTH': lambda section: f"write SIZES {section['SIZES']}"}
         sizes: Tuple[int, int]
         lower: str = key_field('lower_key', 'x')
         either: Union[Tuple[float, float], float] = 0.0
@@ -135,6 +135,8 @@ def test_parse_section_keys_types_names_and_refusals():
         with pytest.raises(ConfigError) as err:
             parse_section(Section, mapping, 'S')
         assert err.value.key == key and key in str(err.value), (mapping, str(err.value))
+    with pytest.raises(ConfigError, match=r'S.WIDTH: refused: write SIZES \[1, 2\]'):
+        parse_section(Section, {'SIZES': [1, 2], 'WIDTH': 0.5}, 'S')
 
 
 def test_resolve_path_is_the_one_resolver(tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ type-checks the values against the annotations and builds the frozen ``cls``; ``
 ranges and relations. Annotations understood: ``int``, ``float`` (ints accepted), ``bool``, ``str``, ``Literal``,
 ``Optional``/``Union`` (first alternative that fits), ``Tuple[X, ...]`` / ``Tuple[X, Y]``, ``Dict[str, X]``, a
 nested dataclass, ``Any`` (unchecked) and ``Annotated[Mapping, ByName(table)]`` (a section whose ``NAME`` picks
-its dataclass in ``table``). A class attribute ``REFUSED = {KEY: why}`` refuses keys with an explanation.
+its dataclass in ``table``). A class attribute ``REFUSED = {KEY: why}`` refuses keys with an explanation (a
+string, or a function of the section's mapping returning one).
 
 Every problem is a :class:`rdd.errors.ConfigError` whose ``key`` is the dotted key (``where.KEY``), so that the
 loader (:mod:`rdd.config_schema.validate`) can name the file that set it.
@@ -127,7 +128,8 @@ def _check_keys(cls, mapping, by_key, where, ignore):
     refused = getattr(cls, 'REFUSED', {})
     for key in mapping:
         if key in refused:
-            _fail(join_key(where, key), f'refused: {refused[key]}')
+            why = refused[key](mapping) if callable(refused[key]) else refused[key]
+            _fail(join_key(where, key), f'refused: {why}')
     unknown = sorted(k for k in mapping if k not in by_key and k not in ignore and k != '_BASE_CONFIG_')
     if unknown:
         raise ConfigError(f'{_label(where)}: unknown key(s) {[join_key(where, k) for k in unknown]} '
