@@ -27,14 +27,14 @@ def load_error(path):
 
 
 @pytest.mark.parametrize('body,key', [
-    ('DATA_CONFIG:\n    MAX_SWEEP: 3\n', 'DATA_CONFIG.MAX_SWEEP'),
-    ('OPTIMIZATION:\n    GRAD_NORM_CLIPP: 5\n', 'OPTIMIZATION.GRAD_NORM_CLIPP'),
-    ('OPTIMIZATION:\n    LEARNING_RATE: 0.001\n', 'OPTIMIZATION.LEARNING_RATE'),
+    ('DATA_CONFIG:\n    MAX_SWEEP: 3\n', "DATA_CONFIG: unknown key(s) ['MAX_SWEEP']"),
+    ('OPTIMIZATION:\n    GRAD_NORM_CLIPP: 5\n', "OPTIMIZATION: unknown key(s) ['GRAD_NORM_CLIPP']"),
+    ('OPTIMIZATION:\n    LEARNING_RATE: 0.001\n', "OPTIMIZATION: unknown key(s) ['LEARNING_RATE']"),
     ('DATA_CONFIG:\n    DATA_PROCESSOR:\n        - {NAME: transform_points_to_voxels, VOXEL_SIZE: [0.1, 0.1, 0.2], '
      'MAX_POINTS_PER_VOXEL: 10, MAX_NUMBER_OF_VOXELS: {train: 10, test: 10}, MAX_VOXELS: 3}\n',
-     'DATA_CONFIG.DATA_PROCESSOR[0].MAX_VOXELS'),
+     "DATA_CONFIG.DATA_PROCESSOR[0]: unknown key(s) ['MAX_VOXELS']"),
     ('DATA_CONFIG:\n    DATA_AUGMENTOR:\n        AUG_CONFIG_LIST:\n            - {NAME: random_world_flip, '
-     'ALONG_AXIS: [x]}\n', 'DATA_CONFIG.DATA_AUGMENTOR.AUG_CONFIG_LIST[0].ALONG_AXIS'),
+     'ALONG_AXIS: [x]}\n', "DATA_CONFIG.DATA_AUGMENTOR.AUG_CONFIG_LIST[0]: unknown key(s) ['ALONG_AXIS']"),
 ])
 def test_misspelt_keys_name_the_key_and_the_file(tmp_path, body, key):
     msg = load_error(child(tmp_path, body))
@@ -53,7 +53,7 @@ def test_misspelt_keys_name_the_key_and_the_file(tmp_path, body, key):
     ('OPTIMIZATION:\n    NUM_EPOCHS: 2.5\n', 'OPTIMIZATION.NUM_EPOCHS', 'integer'),
     ("MODEL:\n    DENSE_HEAD:\n        SHARED_CONV_CHANNEL: '32'\n", 'MODEL.DENSE_HEAD.SHARED_CONV_CHANNEL', 'integer'),
     ('MODEL:\n    DENSE_HEAD:\n        SEPARATE_HEAD_CFG:\n            HEAD_DICT: {center: {out_chanels: 2}}\n',
-     'MODEL.DENSE_HEAD.SEPARATE_HEAD_CFG.HEAD_DICT.center.out_chanels', 'unknown'),
+     "MODEL.DENSE_HEAD.SEPARATE_HEAD_CFG.HEAD_DICT.center: unknown key(s) ['out_chanels']", 'allowed'),
     ('MODEL:\n    BACKBONE_2D:\n        NUM_FILTERS: [64]\n', 'MODEL.BACKBONE_2D', 'same length'),
 ])
 def test_types_and_ranges_are_checked_at_load(tmp_path, body, key, words):
@@ -82,7 +82,7 @@ def test_kd_sub_configs_are_validated_and_name_their_file(tmp_path):
     msg = load_error(kd)
     assert 'MODEL.STUDENT.DATA_CONFIG.MAX_SWEEPS' in msg and str(student) in msg
     kd.write_text(f'_BASE_CONFIG_: {ROOT_DIR / "configs" / "rdd_cp_voxel_s.yaml"}\nMODEL:\n    TEACHER_BM: eval\n')
-    assert 'MODEL.TEACHER_BM' in load_error(kd)
+    assert "MODEL: unknown key(s) ['TEACHER_BM']" in load_error(kd)
     kd.write_text(f'_BASE_CONFIG_: {ROOT_DIR / "configs" / "rdd_cp_voxel_s.yaml"}\nMODEL:\n    ADAPTERS: []\n')
     assert 'adapters belong to the KD loss' in load_error(kd)
 
@@ -134,7 +134,7 @@ def test_parse_section_keys_types_names_and_refusals():
                          ({'SIZES': [1, 2], 'OLD': 1}, 'S.OLD')):
         with pytest.raises(ConfigError) as err:
             parse_section(Section, mapping, 'S')
-        assert err.value.key == key and key in str(err.value), (mapping, str(err.value))
+        assert err.value.key == key and key.split('.')[-1] in str(err.value), (mapping, str(err.value))
     with pytest.raises(ConfigError, match=r'S.WIDTH: refused: write SIZES \[1, 2\]'):
         parse_section(Section, {'SIZES': [1, 2], 'WIDTH': 0.5}, 'S')
 

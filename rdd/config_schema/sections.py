@@ -132,8 +132,8 @@ def _check_keys(cls, mapping, by_key, where, ignore):
             _fail(join_key(where, key), f'refused: {why}')
     unknown = sorted(k for k in mapping if k not in by_key and k not in ignore and k != '_BASE_CONFIG_')
     if unknown:
-        raise ConfigError(f'{_label(where)}: unknown key(s) {[join_key(where, k) for k in unknown]} '
-                          f'(allowed here: {sorted(by_key)})', key=join_key(where, unknown[0]))
+        raise ConfigError(f'{_label(where)}: unknown key(s) {unknown} (allowed: {sorted(by_key)})',
+                          key=join_key(where, unknown[0]))
 
 
 def parse_section(cls, mapping, where, ignore=()):
@@ -157,8 +157,7 @@ def parse_section(cls, mapping, where, ignore=()):
         if key in mapping:
             kwargs[f.name] = coerce(mapping[key], hints[f.name], join_key(where, key))
         elif f.default is MISSING and f.default_factory is MISSING:
-            raise ConfigError(f'{_label(where)}: missing required key {join_key(where, key)}',
-                              key=join_key(where, key))
+            raise ConfigError(f'{_label(where)}: missing required key {key}', key=join_key(where, key))
     try:
         return cls(**kwargs)
     except ConfigError as err:  # from __post_init__: its key is relative to this section

@@ -25,7 +25,7 @@ class NonFiniteLossError(RuntimeError):
 class TrainerOptions:
     """Knobs of :class:`Trainer` (CLI flags and ``OPTIMIZATION`` keys map onto these)."""
     total_epochs: int
-    device: str = 'cpu'                   # where batches go
+    device: str = 'cpu'                   # where batches go ('cpu', 'cuda:0' or a torch.device)
     grad_norm_clip: float = 10.0
     max_nonfinite_steps: int = 5          # consecutive non-finite steps before aborting
     use_amp: bool = False
