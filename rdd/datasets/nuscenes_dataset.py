@@ -19,19 +19,23 @@ from pathlib import Path
 
 import numpy as np
 
+from rdd.config import ROOT_DIR, resolve_path
+
 from .dataset_template import DatasetTemplate
+from .nuscenes_eval import check_evaluation_inputs, evaluate_det_annos
 from .nuscenes_splits import split_file_for
 from .pickle_utils import load_pickle
+from .registry import DATASETS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 NUSCENES_DETECTION_NAMES = ('car', 'truck', 'construction_vehicle', 'bus', 'trailer', 'barrier', 'motorcycle',
                             'bicycle', 'pedestrian', 'traffic_cone')
 
 
 def resolve_data_path(data_path, root_path=None):
     """``root_path`` if given, else ``DATA_PATH`` (relative to the repository root when relative)."""
-    path = Path(root_path if root_path is not None else data_path).expanduser()
-    return path if path.is_absolute() or root_path is not None else REPO_ROOT / path
+    if root_path is not None:
+        return Path(root_path).expanduser()
+    return resolve_path(data_path, [ROOT_DIR])
 
 
 def read_points_bin(path, num_features=5):
@@ -60,6 +64,7 @@ def check_infos_class_names(infos, class_names, path):
                          f'(unknown: {unknown}) do not match CLASS_NAMES {list(class_names)}')
 
 
+@DATASETS.register()
 class NuScenesDataset(DatasetTemplate):
     """OpenPCDet-compatible nuScenes dataset. Args as :class:`DatasetTemplate`; ``root_path`` overrides
     ``DATA_PATH``."""
@@ -183,10 +188,10 @@ class NuScenesDataset(DatasetTemplate):
         """
         cfg_path = self.dataset_cfg.get('SPLIT_FILE', None)
         if cfg_path:
-            path = Path(cfg_path).expanduser()
-            cfg_path = str(path if path.is_absolute() else REPO_ROOT / path)
-            if not os.path.isfile(cfg_path):
-                raise FileNotFoundError(f'DATA_CONFIG.SPLIT_FILE not found: {cfg_path}')
+            path = resolve_path(cfg_path, [ROOT_DIR])
+            if not path.is_file():
+                raise FileNotFoundError(f'DATA_CONFIG.SPLIT_FILE not found: {path}')
+            cfg_path = str(path)
         return split_file_for(self.root_path, self.dataset_cfg.VERSION, cfg_path or None)
 
     def check_evaluation_inputs(self):
@@ -194,7 +199,6 @@ class NuScenesDataset(DatasetTemplate):
         be loaded (DevkitTableError naming the file), a split that does not resolve, or infos that cover only
         part of the evaluation split (PartialEvaluationError). See
         :func:`rdd.datasets.nuscenes_eval.check_evaluation_inputs`."""
-        from .nuscenes_eval import check_evaluation_inputs
         split = self.dataset_cfg.get('DATA_SPLIT', {}).get(self.mode, 'val')
         paths = [str(self.root_path / p) for p in self.dataset_cfg.INFO_PATH.get(self.mode, [])]
         check_evaluation_inputs([info['token'] for info in self.infos], self.root_path, self.dataset_cfg.VERSION,
@@ -206,7 +210,6 @@ class NuScenesDataset(DatasetTemplate):
         See :func:`rdd.datasets.nuscenes_eval.evaluate_det_annos`. The split is ``DATA_SPLIT[mode]``
         ('val' by default; mapped to 'mini_val' for v1.0-mini when no custom split file applies).
         """
-        from .nuscenes_eval import evaluate_det_annos
         split = self.dataset_cfg.get('DATA_SPLIT', {}).get(self.mode, 'val')
         return evaluate_det_annos(det_annos, class_names, data_root=self.root_path, version=self.dataset_cfg.VERSION,
                                   split=split, split_file=self.split_file(), output_path=output_path,

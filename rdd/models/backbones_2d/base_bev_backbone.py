@@ -10,7 +10,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from rdd.config_schema import reject_refused_keys
+from rdd.config_schema.model import MODEL_SECTIONS
+from rdd.config_schema.sections import reject_refused_keys
+from rdd.models.registries import BACKBONES_2D
 
 from ..backbones_3d.spconv_backbone import scaled_filters
 
@@ -19,6 +21,7 @@ def _bn(channels):
     return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
 
 
+@BACKBONES_2D.register()
 class BaseBEVBackbone(nn.Module):
     """Args:
         model_cfg: ``MODEL.BACKBONE_2D`` with ``LAYER_NUMS``, ``LAYER_STRIDES``, ``NUM_FILTERS``,
@@ -32,7 +35,7 @@ class BaseBEVBackbone(nn.Module):
 
     def width_of(self, model_cfg):
         """The channel multiplier applied to the filter lists (None: as written)."""
-        reject_refused_keys(self.CONFIG_NAME, model_cfg, 'MODEL.BACKBONE_2D')
+        reject_refused_keys(MODEL_SECTIONS[self.CONFIG_NAME], model_cfg, 'MODEL.BACKBONE_2D')
         return None
 
     def __init__(self, model_cfg, input_channels):
@@ -104,6 +107,7 @@ class BaseBEVBackbone(nn.Module):
         return data_dict
 
 
+@BACKBONES_2D.register()
 class BaseBEVBackboneWidth(BaseBEVBackbone):
     """:class:`BaseBEVBackbone` whose ``NUM_FILTERS`` / ``NUM_UPSAMPLE_FILTERS`` are scaled by ``WIDTH`` (SparseKD,
     ``int(c * WIDTH)``; default 1). Same modules and key names."""
