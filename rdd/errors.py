@@ -33,6 +33,25 @@ class CheckpointWriteError(CheckpointError):
     """A checkpoint could not be written (disk full, directory not writable, ...); the message names the path."""
 
 
+class NonFiniteCheckpointError(CheckpointError):
+    """A checkpoint holds NaN / Inf tensors: such a file is never written, and never resumed from; the message
+    names the file and the tensors."""
+
+
+class RunDirError(RuntimeError):
+    """A run directory cannot be used as asked: another run holds it, its saved config differs from this one, or
+    it lacks the checkpoints a command needs; the message names the directory and what to do."""
+
+
+class RunDirLockedError(RunDirError):
+    """Another live run (pid, host named) trains into the same run directory."""
+
+
+class ConfigDriftError(RunDirError):
+    """The run directory was made with another config (or epochs / batch size) than this command's; the message
+    lists the differing keys."""
+
+
 class DataError(ValueError):
     """Input data (a point file, an info file, a devkit table, a frame) is unusable; the message names it."""
 
@@ -61,5 +80,5 @@ class PluginConflictError(RegistryError):
 
 
 __all__ = ['ConfigError', 'KDConfigError', 'CheckpointError', 'TeacherCheckpointError', 'CheckpointWriteError',
-           'DataError', 'DevkitTableError', 'PartialEvaluationError', 'NonFiniteLossError', 'RegistryError',
-           'PluginConflictError']
+           'NonFiniteCheckpointError', 'RunDirError', 'RunDirLockedError', 'ConfigDriftError', 'DataError',
+           'DevkitTableError', 'PartialEvaluationError', 'NonFiniteLossError', 'RegistryError', 'PluginConflictError']

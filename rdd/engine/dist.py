@@ -95,6 +95,26 @@ def all_gather_object(obj):
     return out
 
 
+def on_main_rank(fn):
+    """Collective: run ``fn()`` on rank 0 only and return its result there (None on the other ranks). When it
+    raises, every rank raises -- rank 0 its own exception, the others a RuntimeError quoting it -- so that no
+    rank goes on to wait for a peer that has failed (a run dir already locked, a checkpoint that cannot be
+    written, evaluation inputs that cannot be scored)."""
+    result, error = None, None
+    if get_rank() == 0:
+        try:
+            result = fn()
+        except Exception as exc:  # re-raised below, on every rank
+            error = exc
+    if is_dist():
+        message = all_gather_object(None if error is None else f'{type(error).__name__}: {error}')[0]
+        if message is not None and error is None:
+            raise RuntimeError(f'rank 0 failed, so this rank stops too: {message}')
+    if error is not None:
+        raise error
+    return result
+
+
 def any_across_ranks(flag, device=None):
     """True when ``flag`` is true on any rank (so every rank takes the same branch)."""
     if not is_dist():

@@ -3,6 +3,14 @@
 
 The model is any detector following the OpenPCDet contract: in train mode ``model(batch_dict)`` returns
 ``(ret_dict{'loss'}, tb_dict, disp_dict)``. A plain detector and a ``Distiller`` train the same way.
+
+A step is skipped when its loss, a buffer the forward updated, or (without AMP) the gradient norm is not
+finite, on any rank. A skipped step leaves the model exactly as it was before it: parameters, every buffer
+(BatchNorm running statistics and ``num_batches_tracked`` included: :class:`rdd.engine.finite.BufferSnapshot`),
+the optimizer state and the AMP scaler. What advances are the iteration counters: ``trainer.it`` and the model's
+``global_step`` count the batches consumed (so a checkpoint's ``it`` equals its ``global_step`` and resuming
+replays the same data order), and the learning-rate schedule is a function of ``it``. ``max_nonfinite_steps``
+skipped steps in a row abort the run (:class:`rdd.errors.NonFiniteLossError`).
 """
 import math
 import time
@@ -13,6 +21,7 @@ from torch.nn.utils import clip_grad_norm_
 
 from rdd.engine import checkpoint_io, dist
 from rdd.engine.batch import load_data_to_device
+from rdd.engine.finite import BufferSnapshot
 from rdd.engine.logging_utils import is_scalar
 from rdd.engine.rng import get_rng_state, set_rng_state
 from rdd.errors import NonFiniteLossError
@@ -60,6 +69,7 @@ class Trainer:
         self._resume_rng = None          # {'current': ..., 'epoch_start': ...} from a checkpoint
         self._epoch_rng = None           # RNG snapshot taken when the current epoch's iterator was made
         self._nonfinite_in_row = 0
+        self._buffers = BufferSnapshot(self.core_model)  # taken before each forward, restored on a skip
 
     # ------------------------------------------------------------------ utilities
     def log(self, level, msg, *args):
@@ -115,13 +125,15 @@ class Trainer:
 
     def save_checkpoint(self, path, epoch):
         """Collective: gather RNG states, then rank 0 writes the training state to ``path`` atomically; returns
-        the path on rank 0, None elsewhere."""
+        the path on rank 0, None elsewhere. A state with a non-finite tensor is never written
+        (:class:`rdd.errors.NonFiniteCheckpointError`); a failed write raises on every rank."""
         rng_state = self._rng_snapshot()
-        if self.rank != 0:
-            return None
-        state = checkpoint_io.checkpoint_state(self.model, self.optimizer, epoch, self.it, self.scheduler,
-                                               self.scaler, rng_state)
-        return checkpoint_io.save_checkpoint(state, path)
+
+        def write():
+            state = checkpoint_io.checkpoint_state(self.model, self.optimizer, epoch, self.it, self.scheduler,
+                                                   self.scaler, rng_state)
+            return checkpoint_io.save_checkpoint(state, path)
+        return dist.on_main_rank(write)
 
     # ------------------------------------------------------------------ data
     def _epoch_iterator(self, epoch, start_it):
@@ -143,29 +155,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self, batch):
-        """Forward, backward, clip, step for one batch; returns a record of the iteration's scalars."""
+        """Forward, backward, clip, step for one batch; returns a record of the iteration's scalars. A step with
+        a non-finite loss, buffer or gradient norm (on any rank) is skipped: the model is left as before it."""
         lr = self.scheduler.step(self.it)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         load_data_to_device(batch, self.device)
+        self._buffers.take()
         with torch.autocast(device_type=self.device.type, enabled=self.use_amp):
             ret_dict, tb_dict, disp_dict = self.model(batch)
         loss = ret_dict['loss'].mean()
-        self.scaler.scale(loss).backward()
-        loss_ok = bool(torch.isfinite(loss.detach()))
+        self.scaler.scale(loss).backward()  # on every rank, also for a bad loss: DDP's reducer expects it
+        forward_ok, bad_buffers = self._buffers.finite_with(loss)
         grad_norm = float('nan')
-        if not dist.any_across_ranks(not loss_ok, self.flag_device()):
-            if self.use_amp:
-                self.scaler.unscale_(self.optimizer)
-            grad_norm = float(clip_grad_norm_(self.core_model.parameters(), self.opts.grad_norm_clip))
-            if math.isfinite(grad_norm) or self.use_amp:  # AMP: the scaler skips inf steps itself
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self._nonfinite_in_row = 0
-            else:
-                self._on_nonfinite('gradient norm', grad_norm, tb_dict)
+        if dist.any_across_ranks(not forward_ok, self.flag_device()):
+            self._skip_step(self._what_was_nonfinite(forward_ok, loss, bad_buffers), float(loss.detach()), tb_dict)
         else:
-            self._on_nonfinite('loss', float(loss.detach()), tb_dict)
+            grad_norm = self._optimizer_step(tb_dict)
         if hasattr(self.core_model, 'update_global_step'):
             self.core_model.update_global_step()
         record = {'it': self.it, 'epoch': self.epoch, 'lr': lr, 'grad_norm': grad_norm,
@@ -175,11 +181,44 @@ class Trainer:
         self.it += 1
         return record, disp_dict
 
-    def _on_nonfinite(self, what, value, tb_dict):
+    def _optimizer_step(self, tb_dict):
+        """Clip and step; returns the gradient norm. Without AMP a non-finite norm skips the step; with AMP the
+        scaler skips inf/NaN gradients itself (and lowers its scale, which is how it calibrates), and the
+        buffers of that forward are put back as for any skipped step."""
+        if self.use_amp:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = float(clip_grad_norm_(self.core_model.parameters(), self.opts.grad_norm_clip))
+        if self.use_amp:
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scaler.get_scale() < scale:  # the scaler found inf/NaN gradients and skipped the step
+                self._buffers.restore()
+            self._nonfinite_in_row = 0
+        elif math.isfinite(grad_norm):
+            self.optimizer.step()
+            self._nonfinite_in_row = 0
+        else:
+            self._skip_step('gradient norm', grad_norm, tb_dict)
+        return grad_norm
+
+    @staticmethod
+    def _what_was_nonfinite(forward_ok, loss, bad_buffers):
+        if forward_ok:
+            return 'loss or buffer on another rank'
+        parts = [] if math.isfinite(float(loss.detach())) else ['loss']
+        if bad_buffers:
+            more = f' (+{len(bad_buffers) - 5} more)' if len(bad_buffers) > 5 else ''
+            parts.append(f'buffer(s) {bad_buffers[:5]}{more}')
+        return ' and '.join(parts)
+
+    def _skip_step(self, what, value, tb_dict):
+        """Undo the step's side effects (gradients, buffers), log it, abort after too many in a row."""
         self._nonfinite_in_row += 1
         self.optimizer.zero_grad(set_to_none=True)
-        self.log('warning', 'Non-finite %s (%s) at iteration %d: step skipped (%d in a row). Loss terms: %s',
-                 what, value, self.it, self._nonfinite_in_row,
+        self._buffers.restore()
+        self.log('warning', 'Non-finite %s (loss %s) at iteration %d: step skipped, model left as before it '
+                 '(%d in a row). Loss terms: %s', what, value, self.it, self._nonfinite_in_row,
                  {k: float(v) for k, v in tb_dict.items() if is_scalar(v)})
         if self._nonfinite_in_row >= self.opts.max_nonfinite_steps:
             raise NonFiniteLossError(
