@@ -13,8 +13,11 @@ A dataset class must follow OpenPCDet's contract:
 * attributes ``point_cloud_range``, ``grid_size``, ``voxel_size``, ``point_feature_encoder``, ``class_names``,
   ``merge_all_iters_to_one_epoch(merge, epochs)``.
 """
+import functools
 import importlib
 from functools import partial
+
+import numpy as np
 
 DATASETS = {'NuScenesDataset': 'rdd.datasets.nuscenes_dataset:NuScenesDataset'}
 
@@ -57,9 +60,66 @@ def worker_init_fn(worker_id, seed=None):
     random.seed(s)
 
 
+_SHARED_MIN_BYTES = 1 << 16
+
+
+class SharedArray:
+    """A numpy array travelling from a DataLoader worker as a torch tensor, i.e. through shared memory (one copy)
+    instead of being pickled through a pipe (several copies, serialised in the main process)."""
+    __slots__ = ('tensor',)
+
+    def __init__(self, array):
+        import torch
+        self.tensor = torch.from_numpy(array)
+
+
+def collate_for_workers(collate_fn, batch_list):
+    """``collate_fn(batch_list)`` with its large numeric numpy arrays wrapped in :class:`SharedArray`."""
+    batch = collate_fn(batch_list)
+    return {k: SharedArray(v) if isinstance(v, np.ndarray) and v.dtype.kind in 'biuf' and v.nbytes >= _SHARED_MIN_BYTES
+            else v for k, v in batch.items()}
+
+
+class _NumpyBatches:
+    """Iterator over a worker-backed DataLoader that unwraps :class:`SharedArray` values to numpy (zero-copy)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self._inner)
+        return {k: v.tensor.numpy() if isinstance(v, SharedArray) else v for k, v in batch.items()}
+
+    def __len__(self):
+        return len(self._inner)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+@functools.lru_cache(maxsize=None)
+def _dataloader_class():
+    from torch.utils.data import DataLoader
+
+    class SharedMemoryDataLoader(DataLoader):
+        """DataLoader whose workers hand large batch arrays over in shared memory; batches are numpy as always."""
+
+        def __iter__(self):
+            inner = super().__iter__()
+            return _NumpyBatches(inner) if self.num_workers > 0 else inner
+
+    return SharedMemoryDataLoader
+
+
 def build_dataloader(dataset_cfg, class_names, batch_size, dist, root_path=None, workers=4, seed=None,
                      logger=None, training=True, merge_all_iters_to_one_epoch=False, total_epochs=0):
     """Build ``(dataset, dataloader, sampler)`` as OpenPCDet does.
+
+    With workers, the batch's large numpy arrays (points, voxels) come back through shared memory rather than a
+    pipe (see :class:`SharedArray`); the batches are the same numpy dicts either way.
 
     Args:
         dataset_cfg: DATA_CONFIG (``DATASET`` names the class).
@@ -73,7 +133,7 @@ def build_dataloader(dataset_cfg, class_names, batch_size, dist, root_path=None,
         merge_all_iters_to_one_epoch, total_epochs: OpenPCDet's single-long-epoch mode.
     """
     import torch
-    from torch.utils.data import DataLoader, DistributedSampler
+    from torch.utils.data import DistributedSampler
 
     dataset = get_dataset_class(dataset_cfg.DATASET)(dataset_cfg=dataset_cfg, class_names=class_names,
                                                      root_path=root_path, training=training, logger=logger)
@@ -81,9 +141,10 @@ def build_dataloader(dataset_cfg, class_names, batch_size, dist, root_path=None,
         dataset.merge_all_iters_to_one_epoch(merge=True, epochs=total_epochs)
     sampler = DistributedSampler(dataset, shuffle=training) if dist else None
     generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-    dataloader = DataLoader(dataset, batch_size=batch_size, pin_memory=torch.cuda.is_available(),
-                            num_workers=workers, shuffle=(sampler is None) and training,
-                            collate_fn=dataset.collate_batch, drop_last=False, sampler=sampler, timeout=0,
-                            worker_init_fn=partial(worker_init_fn, seed=seed) if workers > 0 else None,
-                            generator=generator)
+    collate = partial(collate_for_workers, dataset.collate_batch) if workers > 0 else dataset.collate_batch
+    dataloader = _dataloader_class()(dataset, batch_size=batch_size, pin_memory=torch.cuda.is_available(),
+                                     num_workers=workers, shuffle=(sampler is None) and training,
+                                     collate_fn=collate, drop_last=False, sampler=sampler, timeout=0,
+                                     worker_init_fn=partial(worker_init_fn, seed=seed) if workers > 0 else None,
+                                     generator=generator)
     return dataset, dataloader, sampler

@@ -16,11 +16,16 @@ from .pickle_utils import LoggerFreePickleMixin
 from .processor import DataProcessor, PointFeatureEncoder
 
 
+class EmptySampleError(ValueError):
+    """A frame or a whole split holds nothing to train or evaluate on (the message names it)."""
+
+
 class DatasetTemplate(LoggerFreePickleMixin, torch_data.Dataset):
     """Args: dataset_cfg (EasyDict, OpenPCDet DATA_CONFIG), class_names (list[str]), training (bool),
     root_path (Path), logger (logging.Logger or None)."""
 
     LOGGER_NAME = 'rdd.datasets'
+    MAX_RESAMPLE = 100
 
     def __init__(self, dataset_cfg=None, class_names=None, training=True, root_path=None, logger=None):
         super().__init__()
@@ -31,6 +36,8 @@ class DatasetTemplate(LoggerFreePickleMixin, torch_data.Dataset):
         self.root_path = Path(root_path) if root_path is not None else Path(dataset_cfg.DATA_PATH)
         self.total_epochs = 0
         self._merge_all_iters_to_one_epoch = False
+        self.source_files = []  # the files the samples come from (info files), for error messages
+        self._resample_depth = 0
         if dataset_cfg is None or class_names is None:
             return
         self.point_cloud_range = np.array(dataset_cfg.POINT_CLOUD_RANGE, dtype=np.float32)
@@ -89,10 +96,30 @@ class DatasetTemplate(LoggerFreePickleMixin, torch_data.Dataset):
         data_dict = self.point_feature_encoder.forward(data_dict)
         data_dict = self.data_processor.forward(data_dict)
 
+        if len(data_dict['points']) == 0 or len(data_dict.get('voxels', (None,))) == 0:
+            frame = f"frame {data_dict.get('frame_id')} ({data_dict.get('metadata')})"
+            msg = (f'{frame} has no point inside POINT_CLOUD_RANGE {self.point_cloud_range.tolist()} '
+                   f'(an empty or misplaced point cloud)')
+            if not self.training:
+                raise EmptySampleError(f'{msg}; remove it from {self.source_files or "the info file"}')
+            self.logger.warning('%s: skipped, replaced by a random other sample', msg)
+            return self._replacement(f'no point inside POINT_CLOUD_RANGE (last: {frame})')
         if self.training and len(data_dict['gt_boxes']) == 0:
-            return self.__getitem__(np.random.randint(self.__len__()))
+            return self._replacement('no box of CLASS_NAMES left after augmentation and range filtering')
         data_dict.pop('gt_names', None)
         return data_dict
+
+    def _replacement(self, reason):
+        """A random other sample (OpenPCDet's replacement); EmptySampleError after MAX_RESAMPLE in a row."""
+        if self._resample_depth >= self.MAX_RESAMPLE:
+            raise EmptySampleError(f'{self.mode} split {self.source_files or type(self).__name__}: '
+                                   f'{self.MAX_RESAMPLE} random samples in a row had {reason}; check CLASS_NAMES, '
+                                   f'POINT_CLOUD_RANGE, FILTER_MIN_POINTS_IN_GT and the point files')
+        self._resample_depth += 1
+        try:
+            return self.__getitem__(np.random.randint(self.__len__()))
+        finally:
+            self._resample_depth -= 1
 
     @staticmethod
     def collate_batch(batch_list, _unused=False):
