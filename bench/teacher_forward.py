@@ -25,21 +25,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def make_batch(cfg, sweeps, seed=0):
-    """One-sample batch_dict of a synthetic cloud with ``sweeps`` sweeps on ``cfg``'s voxel grid."""
-    from rdd.config import voxel_processor_cfg
-    from rdd.datasets.processor.voxelizer import Voxelizer, voxelize_batch
-    from rdd.datasets.synthetic import make_point_cloud
-    pcr = np.asarray(cfg.DATA_CONFIG.POINT_CLOUD_RANGE, dtype=np.float32)
-    pts = make_point_cloud(num_sweeps=sweeps, seed=seed).astype(np.float32)
-    pts = pts[np.all((pts[:, :3] >= pcr[:3]) & (pts[:, :3] < pcr[3:]), axis=1)]
-    pts = torch.from_numpy(np.concatenate([np.zeros((len(pts), 1), np.float32), pts], axis=1))
-    vox = Voxelizer.from_processor_config(voxel_processor_cfg(cfg.DATA_CONFIG), pcr, pts.shape[1] - 1, 'test')
-    voxels, coords, num = voxelize_batch(pts, vox)
-    return {'batch_size': 1, 'points': pts, 'voxels': voxels, 'voxel_coords': coords, 'voxel_num_points': num,
-            'use_lead_xyz': True, 'frame_id': np.array(['bench'])}
+from synthetic_batch import make_batch  # noqa: E402
 
 
 def teacher_maps(model, batch):
@@ -92,6 +80,7 @@ def main(argv=None):
     folded = fold_batchnorm(model)
     fold_s = time.perf_counter() - t0
     batch = make_batch(cfg, args.sweeps)
+    batch.pop('gt_boxes')
 
     def plain(m=model):
         with torch.no_grad():
