@@ -225,7 +225,7 @@ def compare(args):
                 print(f'[rep {rep + 1}/{args.reps}] {label}: {root}', flush=True)
                 subprocess.run(cmd, check=True)
                 runs[label].append(json.load(open(f.name)))
-    med = {}
+    med, best = {}, {}
     for label, rs in runs.items():
         vals = {}
         for r in rs:
@@ -233,10 +233,12 @@ def compare(args):
                 if '.digest.' not in k:
                     vals.setdefault(k, []).append(v)
         med[label] = {k: statistics.median(v) for k, v in vals.items()}
+        best[label] = {k: max(v) for k, v in vals.items() if k.endswith('samples_per_s')}  # least disturbed run
     ratios = {k: med['after'][k] / med['before'][k] for k in med['after']
               if k.endswith('samples_per_s') and med['before'].get(k)}
-    return {'before_root': args.compare, 'after_root': str(REPO), 'reps': args.reps, 'median': med,
+    return {'before_root': args.compare, 'after_root': str(REPO), 'reps': args.reps, 'median': med, 'best': best,
             'ratio_after_over_before_samples_per_s': ratios,
+            'ratio_of_best_samples_per_s': {k: best['after'][k] / best['before'][k] for k in best['after']},
             'digest': {label: rs[0]['modes'] for label, rs in runs.items()}, 'runs': runs}
 
 
