@@ -189,7 +189,7 @@ def run_one(args):
     threads = [int(t) for t in args.threads.split(',')]
     workers = [int(w) for w in args.workers.split(',') if w != '']
     res = {'rdd': str(Path(rdd.__file__).resolve().parents[1]), 'modes': {}}
-    for mode in MODES:
+    for mode in args.modes.split(','):
         r = {'in_process': {str(t): in_process(cfg, mode, base, args.iters, t) for t in threads},
              'loader': {str(w): through_loader(cfg, mode, base, args.iters, w, args.batch_size) for w in workers},
              'digest': digest(cfg, mode, base)}
@@ -217,7 +217,7 @@ def compare(args):
     make_root(base, args.samples)
     runs = {'before': [], 'after': []}
     common = ['--root', str(base), '--iters', str(args.iters), '--threads', args.threads, '--workers',
-              args.workers, '--batch_size', str(args.batch_size), '--cfg', args.cfg]
+              args.workers, '--batch_size', str(args.batch_size), '--cfg', args.cfg, '--modes', args.modes]
     for rep in range(args.reps):
         for label, root in (('before', args.compare), ('after', str(REPO))):
             with tempfile.NamedTemporaryFile(suffix='.json') as f:
@@ -251,6 +251,7 @@ def main():
     ap.add_argument('--threads', default='1,2', help='torch thread counts for the in-process measurement')
     ap.add_argument('--workers', default='1,2', help='DataLoader worker counts ("" for none)')
     ap.add_argument('--batch_size', type=int, default=2)
+    ap.add_argument('--modes', default=','.join(MODES), help=f'subset of {MODES}')
     ap.add_argument('--rdd_root', default=None, help='import rdd from this checkout')
     ap.add_argument('--compare', default=None, help='checkout to compare against (before), run alternately')
     ap.add_argument('--reps', type=int, default=3, help='repetitions per side with --compare')
