@@ -64,20 +64,47 @@ _SHARED_MIN_BYTES = 1 << 16
 
 
 class SharedArray:
-    """A numpy array travelling from a DataLoader worker as a torch tensor, i.e. through shared memory (one copy)
-    instead of being pickled through a pipe (several copies, serialised in the main process)."""
+    """A numpy array travelling from a DataLoader worker as a torch tensor in shared memory (the main process maps
+    it) instead of being pickled through a pipe (several copies, serialised in the main process)."""
     __slots__ = ('tensor',)
 
-    def __init__(self, array):
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+
+class _SharedAllocator:
+    """``alloc(shape, dtype)`` for ``collate_batch``: numpy views of new shared-memory tensors (remembered)."""
+
+    def __init__(self):
+        self.tensors = {}
+
+    def __call__(self, shape, dtype):
         import torch
-        self.tensor = torch.from_numpy(array)
+        tensor = torch.from_numpy(np.empty(0, dtype=dtype)).new_empty(shape).share_memory_()
+        array = tensor.numpy()
+        self.tensors[id(array)] = (array, tensor)
+        return array
 
 
 def collate_for_workers(collate_fn, batch_list):
-    """``collate_fn(batch_list)`` with its large numeric numpy arrays wrapped in :class:`SharedArray`."""
-    batch = collate_fn(batch_list)
-    return {k: SharedArray(v) if isinstance(v, np.ndarray) and v.dtype.kind in 'biuf' and v.nbytes >= _SHARED_MIN_BYTES
-            else v for k, v in batch.items()}
+    """``collate_fn(batch_list)`` (given shared-memory output arrays when it takes ``alloc``) with its large numeric
+    numpy arrays wrapped in :class:`SharedArray`: written once, handed over without a copy."""
+    import inspect
+
+    import torch
+    alloc = _SharedAllocator()
+    takes_alloc = 'alloc' in inspect.signature(collate_fn).parameters
+    batch = collate_fn(batch_list, alloc=alloc) if takes_alloc else collate_fn(batch_list)
+    out = {}
+    for key, val in batch.items():
+        shared = alloc.tensors.get(id(val))
+        if shared is not None and shared[0] is val:
+            out[key] = SharedArray(shared[1])
+        elif isinstance(val, np.ndarray) and val.dtype.kind in 'biuf' and val.nbytes >= _SHARED_MIN_BYTES:
+            out[key] = SharedArray(torch.from_numpy(val))
+        else:
+            out[key] = val
+    return out
 
 
 class _NumpyBatches:

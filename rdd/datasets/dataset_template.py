@@ -16,6 +16,23 @@ from .pickle_utils import LoggerFreePickleMixin
 from .processor import DataProcessor, PointFeatureEncoder
 
 
+def _concat_rows(arrays, alloc, batch_column=False):
+    """Concatenate ``arrays`` (N_i, ...) along rows into one ``alloc``-ed array; with ``batch_column`` a first
+    column holds the index i of the array each row came from (in the arrays' dtype), as OpenPCDet's ``np.pad``."""
+    first = np.asarray(arrays[0])
+    width = (first.shape[1] + 1,) if batch_column else first.shape[1:]
+    out = alloc((sum(len(a) for a in arrays), *width), np.result_type(*arrays))
+    row = 0
+    for i, a in enumerate(arrays):
+        if batch_column:
+            out[row:row + len(a), 0] = i
+            out[row:row + len(a), 1:] = a
+        else:
+            out[row:row + len(a)] = a
+        row += len(a)
+    return out
+
+
 class EmptySampleError(ValueError):
     """A frame or a whole split holds nothing to train or evaluate on (the message names it)."""
 
@@ -122,12 +139,13 @@ class DatasetTemplate(LoggerFreePickleMixin, torch_data.Dataset):
             self._resample_depth -= 1
 
     @staticmethod
-    def collate_batch(batch_list, _unused=False):
+    def collate_batch(batch_list, _unused=False, alloc=np.empty):
         """Stack per-sample dicts into OpenPCDet's batch_dict (numpy; the engine moves it to tensors).
 
         ``voxels``/``voxel_num_points`` are concatenated, ``points``/``voxel_coords`` get the batch index as a
         new first column, ``gt_boxes`` are zero-padded to ``(B, M_max, 7 + C + 1)`` (``M_max >= 1``),
-        ``frame_id`` is stacked to an array of str, ``metadata`` stays a list of dicts.
+        ``frame_id`` is stacked to an array of str, ``metadata`` stays a list of dicts. The four large arrays are
+        written once into arrays from ``alloc(shape, dtype)`` (DataLoader workers pass shared memory).
         """
         data = defaultdict(list)
         for sample in batch_list:
@@ -138,11 +156,9 @@ class DatasetTemplate(LoggerFreePickleMixin, torch_data.Dataset):
         for key, val in data.items():
             try:
                 if key in ('voxels', 'voxel_num_points'):
-                    ret[key] = np.concatenate(val, axis=0)
+                    ret[key] = _concat_rows(val, alloc)
                 elif key in ('points', 'voxel_coords'):
-                    ret[key] = np.concatenate(
-                        [np.pad(v, ((0, 0), (1, 0)), mode='constant', constant_values=i) for i, v in enumerate(val)],
-                        axis=0)
+                    ret[key] = _concat_rows(val, alloc, batch_column=True)
                 elif key == 'gt_boxes':
                     max_gt = max(max(len(v) for v in val), 1)
                     out = np.zeros((batch_size, max_gt, val[0].shape[-1]), dtype=np.float32)
