@@ -297,6 +297,7 @@ def test_cp_voxel_s_checkpoint_head_weights_load_strictly():
         teacher.load_state_dict(state, strict=True)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_head_follows_cuda_device():
     head = make_head().cuda().train()
