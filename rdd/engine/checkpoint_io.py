@@ -2,6 +2,10 @@
 
 A checkpoint is ``{'model_state', 'optimizer_state', 'epoch', 'it', 'version'}`` (what OpenPCDet's
 ``load_params_with_optimizer`` reads) plus ``scheduler_state``, ``scaler_state`` and ``rng_state``.
+
+A state holding a NaN / Inf tensor is never written (:func:`save_checkpoint`) and never resumed from
+(:func:`load_training_state`): both raise :class:`rdd.errors.NonFiniteCheckpointError` naming the file and the
+tensors. Temp files of a save that was killed (``.tmp_*.pth``) are removed by :func:`remove_stale_temp_files`.
 """
 import glob
 import os
@@ -11,11 +15,13 @@ import tempfile
 import torch
 
 import rdd
-from rdd.errors import CheckpointError, CheckpointWriteError
+from rdd.engine.finite import describe_nonfinite, nonfinite_tensors
+from rdd.errors import CheckpointError, CheckpointWriteError, NonFiniteCheckpointError
 from rdd.models.checkpoint import load_state_dict_strict, read_checkpoint
 
 EPOCH_CKPT_RE = re.compile(r'checkpoint_epoch_(\d+)\.pth$')
 LATEST_NAME = 'latest_model.pth'
+TEMP_PREFIX = '.tmp_'  # of the temp files :func:`save_checkpoint` writes before renaming
 
 
 def unwrap_model(model):
@@ -55,14 +61,20 @@ def save_checkpoint(state, path):
     A kill at any moment leaves either the old file or the new one, never a partial file at ``path``. Any failure
     (torch's ``[enforce fail at inline_container.cc] unexpected pos`` on a full disk, ``ENOSPC`` on flush/fsync, a
     directory that cannot be created or written) removes the temp file and raises CheckpointWriteError naming
-    ``path``; an older file at ``path`` is left as it was.
+    ``path``; an older file at ``path`` is left as it was. A ``state`` with a NaN / Inf tensor is refused before
+    anything is written (NonFiniteCheckpointError naming ``path`` and the tensors).
     """
     path = os.fspath(path)
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise NonFiniteCheckpointError(
+            f'refusing to write checkpoint {path}: {describe_nonfinite(bad)}. The model diverged (lower '
+            f'OPTIMIZATION.LR, check the data); nothing was written, an older {os.path.basename(path)} is unchanged')
     directory = os.path.dirname(path) or '.'
     tmp = None
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.pth', dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix='.pth', dir=directory)
         with os.fdopen(fd, 'wb') as f:
             torch.save(state, f)
             f.flush()
@@ -77,6 +89,17 @@ def save_checkpoint(state, path):
                 f'partial file was left; an older {os.path.basename(path)} is unchanged)') from exc
         raise
     return path
+
+
+def remove_stale_temp_files(ckpt_dir, logger=None):
+    """Delete the ``.tmp_*.pth`` files a killed save left in ``ckpt_dir`` (call it only while holding the run
+    dir's lock: a live run's save in progress would lose its file); returns their paths, each logged."""
+    stale = sorted(glob.glob(os.path.join(os.fspath(ckpt_dir), f'{TEMP_PREFIX}*.pth')))
+    for path in stale:
+        _remove_quietly(path)
+        if logger is not None:
+            logger.info('Removed %s: the temp file of a checkpoint save that was interrupted', path)
+    return stale
 
 
 def list_epoch_checkpoints(ckpt_dir):
@@ -111,11 +134,17 @@ def load_training_state(path, model, optimizer=None, scheduler=None, scaler=None
     """Load model (strictly), optimizer, scheduler and scaler states from ``path``.
 
     Returns ``(epoch, it, rng_state)``; ``rng_state`` is None for checkpoints written by OpenPCDet. Raises
-    CheckpointError naming ``path`` when the weights do not fit ``model`` (another architecture).
+    CheckpointError naming ``path`` when the weights do not fit ``model`` (another architecture), and
+    NonFiniteCheckpointError (nothing loaded) when its model or optimizer state holds a NaN / Inf tensor.
     """
     ckpt = read_checkpoint(path)
     if 'model_state' not in ckpt:
         raise CheckpointError(f"checkpoint {path} has no 'model_state'; not a training checkpoint")
+    bad = nonfinite_tensors({k: ckpt.get(k) for k in ('model_state', 'optimizer_state', 'scaler_state')})
+    if bad:
+        raise NonFiniteCheckpointError(
+            f'refusing to resume from checkpoint {path}: {describe_nonfinite(bad)}. Delete it to resume from '
+            f'the newest older checkpoint, or start afresh with another --extra_tag')
     try:
         load_state_dict_strict(unwrap_model(model), ckpt['model_state'], strict=True, logger=logger)
     except CheckpointError as exc:
