@@ -48,8 +48,12 @@ class RunDirLockedError(RunDirError):
 
 
 class ConfigDriftError(RunDirError):
-    """The run directory was made with another config (or epochs / batch size) than this command's; the message
-    lists the differing keys."""
+    """The run directory was made with another config (or epochs / batch size / seed) than this command's; the
+    message lists the differing keys with both values, ``keys`` holds them."""
+
+    def __init__(self, message, keys=()):
+        super().__init__(message)
+        self.keys = list(keys)
 
 
 class DataError(ValueError):
