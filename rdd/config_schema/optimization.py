@@ -36,7 +36,7 @@ class OptimizationConfig:
 
     def __post_init__(self):
         for key, value, low in (('BATCH_SIZE_PER_GPU', self.batch_size_per_gpu, 1),
-                                ('NUM_EPOCHS', self.num_epochs, 0),
+                                ('NUM_EPOCHS', self.num_epochs, 1),  # 0 would 'train' nothing, then score random weights
                                 ('MAX_NONFINITE_STEPS', self.max_nonfinite_steps, 1)):
             if value is not None and value < low:
                 raise ConfigError(f'must be >= {low}, got {value}', key=key)

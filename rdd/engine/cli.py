@@ -33,9 +33,18 @@ def _common(parser):
     return parser
 
 
+def _epochs(text):
+    """``--epochs``: an integer >= 1 (0 would train nothing and then evaluate random weights)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be >= 1, got {value} (to evaluate a checkpoint without training, '
+                                         f'use tools/test.py --ckpt FILE)')
+    return value
+
+
 def train_parser():
     parser = _common(argparse.ArgumentParser(description='Train a detector or a distillation run'))
-    parser.add_argument('--epochs', type=int, default=None, help='number of epochs (default: NUM_EPOCHS)')
+    parser.add_argument('--epochs', type=_epochs, default=None, help='number of epochs (default: NUM_EPOCHS)')
     parser.add_argument('--sync_bn', action='store_true', default=False, help='SyncBatchNorm (CUDA only)')
     parser.add_argument('--fix_random_seed', action='store_true', default=False, help='seed 666 (+ rank)')
     parser.add_argument('--ckpt_save_interval', type=int, default=1, help='epochs between checkpoints')

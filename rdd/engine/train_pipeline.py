@@ -14,9 +14,10 @@ from rdd.engine.hooks import CheckpointHook, EvalHook, LoggingHook
 from rdd.engine.logging_utils import ScalarWriter, add_file_handler, create_logger
 from rdd.engine.optimization import build_optimizer, build_scheduler
 from rdd.engine.rng import set_random_seed
-from rdd.engine.run_dir import RunDir, git_sha, save_resolved_config
+from rdd.engine.run_dir import RunDir, check_config_drift, git_sha, save_resolved_config
+from rdd.engine.run_lock import RunDirLock
 from rdd.engine.trainer import Trainer, TrainerOptions
-from rdd.errors import CheckpointError
+from rdd.errors import CheckpointError, NonFiniteCheckpointError
 from rdd.models import build_network
 from rdd.models.checkpoint import load_state_dict_strict, read_model_state
 
@@ -90,7 +91,8 @@ def trainer_options(cfg, args, epochs, device):
 
 def resume(trainer, args, run_dir, logger):
     """``--ckpt`` (resume from it), else the newest checkpoint in the run dir; ``--pretrained_model`` loads
-    weights only (non-strict, as OpenPCDet) before that."""
+    weights only (non-strict, as OpenPCDet) before that. An unreadable checkpoint is skipped with a warning (the
+    next newest is tried); one that does not fit the model, or holds NaN / Inf tensors, stops the run."""
     if args.pretrained_model is not None:
         load_state_dict_strict(trainer.core_model, read_model_state(args.pretrained_model), strict=False,
                                logger=logger)
@@ -103,19 +105,23 @@ def resume(trainer, args, run_dir, logger):
             trainer.resume_from(path)
             return
         except CheckpointError as exc:
-            if 'does not fit this model' in str(exc):
+            if isinstance(exc, NonFiniteCheckpointError) or 'does not fit this model' in str(exc):
                 raise
             logger.warning('Skipping unreadable checkpoint %s: %s', path, exc)
 
 
 def eval_hook(cfg, args, batch_per_process, dist_info, run_dir, writer, logger):
     """The :class:`EvalHook` of a run (every ``--eval_interval`` epochs, and after the last unless
-    ``--skip_eval``), evaluating into ``eval/eval_with_train/epoch_N/<split>``; None when no evaluation runs."""
+    ``--skip_eval``), evaluating into ``eval/eval_with_train/epoch_N/<split>``; None when no evaluation runs.
+    The evaluation inputs (devkit tables, infos covering the split) are checked now, as ``tools/test.py`` does
+    before inference, so that a run cannot train for hours and then fail in scoring."""
     if args.eval_interval <= 0 and args.skip_eval:
         return None
-    _, test_loader, _ = build_dataloader(
+    test_set, test_loader, _ = build_dataloader(
         dataset_cfg=cfg.DATA_CONFIG, class_names=cfg.CLASS_NAMES, batch_size=batch_per_process,
         dist=dist_info.distributed, workers=args.workers, logger=logger, training=False)
+    if hasattr(test_set, 'check_evaluation_inputs'):
+        dist.on_main_rank(test_set.check_evaluation_inputs)
     evaluator = Evaluator(test_loader, cfg.CLASS_NAMES, dist_info.device, logger=logger)
     split = cfg.DATA_CONFIG.DATA_SPLIT['test']
 
@@ -135,17 +141,36 @@ def train_hooks(cfg, args, objs, dist_info, run_dir, logger, user_hooks=()):
     return hooks + ([evaluation] if evaluation is not None else []), writer
 
 
-def open_run_dir(run_dir, cfg, args, dist_info, objs, logger):
+def run_info_of(args, dist_info, objs):
+    """What ``run_info.json`` and the header of ``config_resolved.yaml`` record about a run."""
+    return {'git_sha': git_sha(ROOT_DIR), 'seed': SEED if args.fix_random_seed else None,
+            'world_size': dist_info.world_size, 'batch_size_per_process': objs.batch_per_process,
+            'effective_batch_size': objs.batch_per_process * dist_info.world_size, 'epochs': objs.epochs,
+            'cfg_file': args.cfg_file, 'argv': ' '.join(sys.argv),
+            'started': datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}
+
+
+def lock_run_dir(run_dir, logger):
+    """Collective: rank 0 takes the run dir's lock (:class:`RunDirLock`; RunDirLockedError on every rank when a
+    live run holds it) and removes the temp files of a killed checkpoint save; returns the lock (None on other
+    ranks)."""
+    def claim():
+        lock = RunDirLock(run_dir.output_dir, logger).acquire()
+        try:
+            checkpoint_io.remove_stale_temp_files(run_dir.ckpt_dir, logger)
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+    return dist.on_main_rank(claim)
+
+
+def open_run_dir(run_dir, cfg, run_info, dist_info, logger):
     """Create the run dir (rank 0), start the text log, save the resolved config and run info."""
     if dist_info.is_main:
         run_dir.create()
     dist.barrier()
-    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-    add_file_handler(logger, run_dir.output_dir / f'log_train_{stamp}.txt', dist_info.rank)
-    run_info = {'git_sha': git_sha(ROOT_DIR), 'seed': SEED if args.fix_random_seed else None,
-                'world_size': dist_info.world_size, 'batch_size_per_process': objs.batch_per_process,
-                'effective_batch_size': objs.batch_per_process * dist_info.world_size, 'epochs': objs.epochs,
-                'cfg_file': args.cfg_file, 'argv': ' '.join(sys.argv), 'started': stamp}
+    add_file_handler(logger, run_dir.output_dir / f'log_train_{run_info["started"]}.txt', dist_info.rank)
     if dist_info.is_main:
         save_resolved_config(cfg, run_dir.output_dir, run_info)
         for key, val in run_info.items():
@@ -172,18 +197,24 @@ def _train(cfg, args, dist_info, logger, user_hooks=()):
         set_random_seed(SEED + dist_info.rank)
     objs = build_train_objects(cfg, args, dist_info, logger)
     run_dir = RunDir(cli.output_root(args, cfg), cfg.EXP_GROUP_PATH, cfg.TAG, args.extra_tag)
+    run_info = run_info_of(args, dist_info, objs)
+    dist.on_main_rank(lambda: check_config_drift(cfg, run_dir.output_dir, run_info))  # before reading the dir
     hooks, writer = train_hooks(cfg, args, objs, dist_info, run_dir, logger, user_hooks)
     objs.model.train()
     find_unused = args.find_unused_parameters or bool(cfg.OPTIMIZATION.get('FIND_UNUSED_PARAMETERS', False))
     trainer = Trainer(wrap_ddp(objs.model, dist_info, find_unused), objs.optimizer, objs.scheduler, objs.loader,
                       trainer_options(cfg, args, objs.epochs, dist_info.device), hooks=hooks, logger=logger)
+    lock = None
     try:
         resume(trainer, args, run_dir, logger)  # may raise: nothing has been written yet
-        open_run_dir(run_dir, cfg, args, dist_info, objs, logger)
+        lock = lock_run_dir(run_dir, logger)
+        open_run_dir(run_dir, cfg, run_info, dist_info, logger)
         logger.info('Model:\n%s', objs.model)
         logger.info('**** Start training %s/%s(%s) ****', cfg.EXP_GROUP_PATH, cfg.TAG, args.extra_tag)
         trainer.train()
         logger.info('**** End training ****')
     finally:
         writer.close()
+        if lock is not None:
+            lock.release()
     return trainer
