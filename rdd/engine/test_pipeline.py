@@ -9,7 +9,7 @@ from rdd.engine import checkpoint_io, cli, dist
 from rdd.engine.evaluator import Evaluator
 from rdd.engine.logging_utils import add_file_handler, create_logger
 from rdd.engine.run_dir import RunDir
-from rdd.errors import CheckpointError
+from rdd.errors import CheckpointError, RunDirError
 from rdd.models import build_network
 from rdd.models.checkpoint import load_state_dict_strict, read_model_state
 
@@ -72,8 +72,23 @@ def eval_all(model, evaluator, ckpt_dir, out_root, split, args, logger):
             with open(record, 'a') as f:
                 f.write(f'{epoch}\n')
     if not results:
-        logger.warning('No checkpoint to evaluate in %s', ckpt_dir)
+        if not checkpoint_io.list_epoch_checkpoints(ckpt_dir):
+            raise RunDirError(f'--eval_all: no checkpoint_epoch_N.pth in {ckpt_dir} (waited '
+                              f'{args.max_waiting_mins} min); is it the ckpt dir of a run that saved epochs?')
+        logger.info('No new checkpoint to evaluate in %s (all epochs >= %d are in %s)', ckpt_dir, args.start_epoch,
+                    record)
     return results
+
+
+def eval_all_dir(args, run_dir):
+    """The checkpoint dir of ``--eval_all`` (``--ckpt_dir``, else the run dir's ``ckpt/``); RunDirError naming
+    it when it does not exist (a misspelt path, another ``--extra_tag``, a run that never started)."""
+    ckpt_dir = Path(args.ckpt_dir) if args.ckpt_dir else run_dir.ckpt_dir
+    if not ckpt_dir.is_dir():
+        how = '--ckpt_dir' if args.ckpt_dir else f'the run dir of this config and --extra_tag {args.extra_tag!r}'
+        raise RunDirError(f'--eval_all: checkpoint directory {ckpt_dir} does not exist (from {how}); check the '
+                          f'path, --extra_tag and --output_root')
+    return ckpt_dir
 
 
 def main(argv=None):
@@ -83,14 +98,14 @@ def main(argv=None):
         raise SystemExit('tools/test.py needs --ckpt <file> or --eval_all')
     if args.ckpt is not None and not os.path.isfile(args.ckpt):
         raise FileNotFoundError(f'checkpoint not found: {args.ckpt}')
+    run_dir = RunDir(cli.output_root(args, cfg), cfg.EXP_GROUP_PATH, cfg.TAG, args.extra_tag)
+    ckpt_dir = eval_all_dir(args, run_dir) if args.eval_all else None
     dist_info = dist.init_distributed(args.launcher)
     logger = create_logger('rdd.test', rank=dist_info.rank)
     try:
         model, evaluator = build_eval_objects(cfg, args, dist_info, logger)
-        run_dir = RunDir(cli.output_root(args, cfg), cfg.EXP_GROUP_PATH, cfg.TAG, args.extra_tag)
         split = cfg.DATA_CONFIG.DATA_SPLIT['test']
         if args.eval_all:
-            ckpt_dir = Path(args.ckpt_dir) if args.ckpt_dir else run_dir.ckpt_dir
             out_root = run_dir.eval_dir / f'eval_all_{args.eval_tag}'
             if dist_info.is_main:
                 out_root.mkdir(parents=True, exist_ok=True)
