@@ -14,17 +14,36 @@ package registers ``NuScenesDataset``. A dataset class must follow OpenPCDet's c
 * optional ``check_evaluation_inputs()``: raises when ``evaluation`` would fail or score wrongly (bad devkit
   tables, infos covering part of the split); ``tools/test.py`` calls it before inference.
 """
+import ctypes
+import sys
 from functools import partial
 
 from . import nuscenes_dataset  # noqa: F401  (registers NuScenesDataset)
 from .registry import DATASETS
 from .shared_memory import collate_for_workers, shared_memory_dataloader_class
 
-__all__ = ['DATASETS', 'build_dataloader', 'worker_init_fn']
+__all__ = ['DATASETS', 'build_dataloader', 'worker_init_fn', 'die_with_parent']
+
+
+PR_SET_PDEATHSIG, PR_GET_PDEATHSIG = 1, 2  # prctl(2) options (Linux)
+
+
+def die_with_parent(sig=9):
+    """Linux: ask the kernel to send this process ``sig`` (SIGKILL) when its parent dies, so a DataLoader worker
+    does not outlive a trainer killed with ``kill -9`` (torch's own watchdog only notices on its next poll, and
+    not at all while the worker blocks). Returns whether it was set; a no-op elsewhere or without libc."""
+    if not sys.platform.startswith('linux'):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def worker_init_fn(worker_id, seed=None):
-    """Seed numpy and ``random`` in a DataLoader worker from torch's per-worker seed.
+    """Seed numpy and ``random`` in a DataLoader worker from torch's per-worker seed, and make the worker die
+    with its parent (:func:`die_with_parent`).
 
     torch gives each worker ``base_seed + worker_id`` with ``base_seed`` drawn anew every epoch from the
     loader's generator (seeded from ``seed`` by :func:`build_dataloader`), so the numpy streams differ between
@@ -35,6 +54,7 @@ def worker_init_fn(worker_id, seed=None):
 
     import numpy as np
     import torch
+    die_with_parent()
     s = torch.initial_seed() % 2 ** 32
     np.random.seed(s)
     random.seed(s)
