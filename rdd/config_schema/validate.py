@@ -36,6 +36,12 @@ class DistillerConfig:
     grid_mismatch: Literal['resample', 'error'] = 'resample'
     loss_det_weight: float = 1.0
 
+    def __post_init__(self):
+        if not self.kd_losses:
+            raise ConfigError('is empty: a Distiller without KD losses trains the student alone behind a teacher '
+                              'forward that nothing uses; list at least one loss (e.g. [{NAME: RDDLoss}]), or train '
+                              'the student config itself', key='KD_LOSSES')
+
 
 DETECTOR_SECTIONS = {'CenterPoint': CenterPointConfig, 'Distiller': DistillerConfig}
 
