@@ -70,3 +70,19 @@ def test_torchrun_batch_size_not_divisible(two_sample_root, tmp_path):
     assert proc.returncode != 0
     assert 'not divisible by the world size 2' in proc.stderr
     assert not (tmp_path / 'bad').exists()
+
+
+def test_torchrun_into_a_locked_run_dir_fails_on_every_rank(two_sample_root, tmp_path):
+    """Only rank 0 takes the run dir's lock; its failure stops rank 1 too (no rank left waiting in a collective)."""
+    from rdd.engine.run_lock import RunDirLock
+    rd = tmp_path / 'locked' / 'configs' / 'tiny_teacher' / 'default'
+    lock = RunDirLock(rd).acquire()  # held by this (live) test process
+    try:
+        proc = run(TORCHRUN, tmp_path / 'locked', two_sample_root, '--batch_size', '2', '--skip_eval', check=False)
+    finally:
+        lock.release()
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert f'RunDirLockedError: run dir {rd} is in use by another run: pid {os.getpid()}' in out
+    assert 'rank 0 failed, so this rank stops too: RunDirLockedError' in out
+    assert sorted(p.name for p in rd.iterdir()) == []  # nothing written by either rank
