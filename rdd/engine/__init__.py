@@ -4,9 +4,11 @@
 * :mod:`rdd.engine.trainer` -- :class:`~rdd.engine.trainer.Trainer`, the training loop;
   :mod:`rdd.engine.hooks` -- its extension points (logging, checkpoints, evaluation, yours).
 * :mod:`rdd.engine.evaluator` -- :class:`~rdd.engine.evaluator.Evaluator` (multi-rank gather, devkit metrics).
-* :mod:`rdd.engine.checkpoint_io` -- atomic OpenPCDet-format checkpoints, rotation, resume.
+* :mod:`rdd.engine.checkpoint_io` -- atomic OpenPCDet-format checkpoints, rotation, resume (never with NaN/Inf:
+  :mod:`rdd.engine.finite`, also the buffer snapshot that undoes a skipped step).
 * :mod:`rdd.engine.dist` -- torchrun process groups; :mod:`rdd.engine.rng` -- seeding and RNG state capture.
-* :mod:`rdd.engine.batch` -- ``load_data_to_device``; :mod:`rdd.engine.run_dir`, :mod:`rdd.engine.logging_utils`.
+* :mod:`rdd.engine.batch` -- ``load_data_to_device``; :mod:`rdd.engine.run_dir` (paths, saved config, config
+  drift), :mod:`rdd.engine.run_lock` (one live run per run dir), :mod:`rdd.engine.logging_utils`.
 * :mod:`rdd.engine.cli`, :mod:`rdd.engine.train_pipeline`, :mod:`rdd.engine.test_pipeline`, :mod:`rdd.engine.demo`,
   :mod:`rdd.engine.profiling` -- what the tools run.
 
