@@ -176,7 +176,8 @@ def _coerce_typed(value, tp, where):
 
 
 def parse_section(cls, mapping, where, ignore=()):
-    """Build the frozen dataclass ``cls`` from a config mapping whose keys are the field names in UPPER case.
+    """Build the frozen dataclass ``cls`` from a config mapping whose keys are the field names in UPPER case
+    (without a trailing ``_``: a field ``lambda_`` is the key ``LAMBDA``, the PEP 8 spelling of a keyword).
 
     Every key must be a field (keys in ``ignore`` are skipped, e.g. ``NAME``/``WEIGHT`` that the caller
     consumes); values are type-checked against the annotations; missing keys take the field defaults; a field
@@ -188,7 +189,7 @@ def parse_section(cls, mapping, where, ignore=()):
     if not isinstance(mapping, Mapping):
         raise ConfigError(f'{where}: expected a mapping, got {type(mapping).__name__} {mapping!r}')
     hints = get_type_hints(cls)
-    by_key = {f.name.upper(): f for f in fields(cls) if f.init}
+    by_key = {_config_key(f.name): f for f in fields(cls) if f.init}
     unknown = sorted(k for k in mapping if k not in by_key and k not in ignore and k != '_BASE_CONFIG_')
     if unknown:
         raise ConfigError(f'{where}: unknown key(s) {unknown} (allowed: {sorted(by_key)})')
@@ -216,5 +217,10 @@ def section_to_mapping(obj) -> dict:
             val = section_to_mapping(val)
         elif isinstance(val, tuple):
             val = list(val)
-        out[f.name.upper()] = val
+        out[_config_key(f.name)] = val
     return out
+
+
+def _config_key(field_name: str) -> str:
+    """Config key of a dataclass field: upper case, a trailing ``_`` (keyword escape) dropped."""
+    return field_name.rstrip('_').upper()

@@ -62,6 +62,14 @@ class ScalarWriter:
             for key, val in scalars.items():
                 self.tb.add_scalar(prefix + key, float(val), step)
 
+    def add_histogram(self, tag, values, step):
+        """Write a TensorBoard histogram of ``values`` (a tensor or array; empty: nothing written)."""
+        if not self.enabled or self.tb is None or len(values) == 0:
+            return
+        if hasattr(values, 'detach'):
+            values = values.detach().float().cpu().numpy()
+        self.tb.add_histogram(tag, values, step)
+
     def add_record(self, record):
         """Append one JSON object (numbers made plain floats; NaN/inf written as strings)."""
         if not self.enabled or self._jsonl is None:
@@ -81,6 +89,24 @@ class ScalarWriter:
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None
+
+
+def log_kd_histograms(trainer, record):
+    """Trainer hook: TensorBoard histograms of the KD losses, ``train/kd/<key>/<name>`` at iteration ``it + 1``.
+
+    Contract (small on purpose): a KD loss that has histograms exposes ``histograms`` (``{name: 1-D tensor}``, the
+    values of its last training forward, e.g. RDDLoss's ``rdd_disparity``) and ``hist_interval`` (iterations
+    between histograms, 0 = never). Written on rank 0 when ``(it + 1) % hist_interval == 0``.
+    """
+    writer, losses = trainer.writer, getattr(trainer.core_model, 'kd_losses', None)
+    if writer is None or trainer.rank != 0 or not losses:
+        return
+    step = int(record['it']) + 1
+    for key, loss in losses.items():
+        every = int(getattr(loss, 'hist_interval', 0) or 0)
+        if every > 0 and step % every == 0:
+            for name, values in getattr(loss, 'histograms', {}).items():
+                writer.add_histogram(f'train/kd/{key}/{name}', values, step)
 
 
 def _num(value):

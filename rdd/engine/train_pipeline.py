@@ -5,7 +5,7 @@ import sys
 import torch
 
 from rdd.engine import checkpoint_io, cli, dist
-from rdd.engine.logging_utils import ScalarWriter, add_file_handler, create_logger
+from rdd.engine.logging_utils import ScalarWriter, add_file_handler, create_logger, log_kd_histograms
 from rdd.engine.optimization import build_optimizer, build_scheduler
 from rdd.engine.rng import set_random_seed
 from rdd.engine.run_dir import RunDir, git_sha, save_resolved_config
@@ -148,7 +148,8 @@ def _train(cfg, args, dist_info, logger, hooks=()):
     options = trainer_options(cfg, args, epochs)
     find_unused = args.find_unused_parameters or bool(cfg.OPTIMIZATION.get('FIND_UNUSED_PARAMETERS', False))
     trainer = Trainer(model, optimizer, scheduler, train_loader, options, dist_info.device,
-                      train_sampler=train_sampler, ckpt_dir=run_dir.ckpt_dir, logger=logger, hooks=hooks)
+                      train_sampler=train_sampler, ckpt_dir=run_dir.ckpt_dir, logger=logger,
+                      hooks=(log_kd_histograms, *hooks))
     resume(trainer, args, run_dir, logger)  # may raise: nothing has been written yet
     model.train()
     trainer.model = wrap_ddp(model, dist_info, find_unused)
