@@ -20,7 +20,8 @@ def gaussian_radius_cells(box, grid, head):
     """``(P,)`` int64 CenterPoint Gaussian radius (cells of ``grid``) of boxes ``(P, 7+)`` (metres), with the
     head's ``gaussian_overlap`` and at least its ``min_radius``; capped at the map's size."""
     sx, sy = grid.cell_size
-    radius = gaussian_radius(box[:, 3] / sx, box[:, 4] / sy, min_overlap=head.gaussian_overlap)
+    size = box[:, 3:5].double()  # float64: the quadratics' squares cannot overflow
+    radius = gaussian_radius(size[:, 0] / sx, size[:, 1] / sy, min_overlap=head.gaussian_overlap)
     cap = float(max(grid.map_size))
     radius = torch.nan_to_num(radius, nan=0.0, posinf=cap).clamp(0.0, cap)
     return radius.long().clamp(min=int(head.min_radius))
