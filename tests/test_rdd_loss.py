@@ -247,3 +247,33 @@ def test_regression_term_compares_metric_centres():
     assert loss_fn(teacher, student)[1]['rdd_logit_reg'] == pytest.approx(0.0, abs=1e-4)
     student['pred_dicts'] = exact_centre_maps(sg, (1.55, -0.7), (14, 18))
     assert loss_fn(teacher, student)[1]['rdd_logit_reg'] == pytest.approx(12.25, rel=1e-4)
+
+
+def test_histogram_hook_writes_every_interval(tmp_path):
+    """The trainer hook writes each KD loss's ``histograms`` at iterations ``it + 1`` that are multiples of its
+    ``hist_interval``, under ``train/kd/<key>/<name>``; ScalarWriter writes them to TensorBoard."""
+    from types import SimpleNamespace
+
+    from rdd.engine.logging_utils import ScalarWriter, log_kd_histograms
+
+    class Writer:
+        def __init__(self):
+            self.calls = []
+
+        def add_histogram(self, tag, values, step):
+            self.calls.append((tag, step, len(values)))
+    gen = torch.Generator().manual_seed(5)
+    loss_fn = RDDLoss.from_config({'LOG_HIST_INTERVAL': 2}, ctx16()).train()
+    _, tb = loss_fn(random_outputs(gen), random_outputs(gen))
+    trainer = SimpleNamespace(writer=Writer(), rank=0, core_model=SimpleNamespace(kd_losses={'RDDLoss': loss_fn}))
+    for it in range(5):
+        log_kd_histograms(trainer, {'it': it})
+    n = round(tb['rdd_pairs'] * 2)
+    assert trainer.writer.calls == [('train/kd/RDDLoss/rdd_disparity', 2, n), ('train/kd/RDDLoss/rdd_disparity', 4, n)]
+    trainer.rank = 1  # other ranks write nothing
+    log_kd_histograms(trainer, {'it': 5})
+    assert len(trainer.writer.calls) == 2
+    writer = ScalarWriter(tb_dir=tmp_path)
+    writer.add_histogram('train/kd/RDDLoss/rdd_disparity', loss_fn.histograms['rdd_disparity'], 2)
+    writer.close()
+    assert any(p.name.startswith('events.out.tfevents') for p in tmp_path.iterdir())

@@ -107,7 +107,7 @@ class RDDLoss(nn.Module):
         loss = zero_loss(self, student[FEATURE_KEY])
         if pairs is None:
             self.histograms = {}
-            return loss, self.diagnostics(None, None, None, None, batch_size=student[FEATURE_KEY].shape[0])
+            return loss, self.diagnostics(None, None, None, None)
         disparity = gaussian_disparity(pairs.teacher_feat, pairs.student_feat)
         weights = pair_weights(disparity.d, self.cfg.lambda_)
         terms = self.terms(pairs, weights)
@@ -130,7 +130,8 @@ class RDDLoss(nn.Module):
             return None
         ft, fs = teacher[FEATURE_KEY].detach(), student[FEATURE_KEY]
         t_taps = roi_grid_taps(boxes, proposals.batch_idx, tf.grid, ft.shape, cfg.grid_size)
-        s_taps = roi_grid_taps(boxes, proposals.batch_idx, sf.grid, fs.shape, cfg.grid_size)
+        same_grid = tf.grid.same_as(sf.grid) and ft.shape[-2:] == fs.shape[-2:]
+        s_taps = t_taps if same_grid else roi_grid_taps(boxes, proposals.batch_idx, sf.grid, fs.shape, cfg.grid_size)
         if self.psi.training and s_taps.cells.numel() < 2:
             return None
         hm_t, hm_s = heatmap_logits(teacher['pred_dicts'], tf.head).detach(), heatmap_logits(student['pred_dicts'],
@@ -161,7 +162,7 @@ class RDDLoss(nn.Module):
             out['logit'] = out['logit'] + self.cfg.reg_weight * out['logit_reg']
         return out
 
-    def diagnostics(self, pairs, disparity: Optional[PairDisparity], weights, terms, batch_size=None, loss=None):
+    def diagnostics(self, pairs, disparity: Optional[PairDisparity], weights, terms, loss=None):
         """tb_dict floats: the terms, ``rdd_pairs`` (M + N per sample; ``_teacher`` M, ``_student`` N),
         ``rdd_kept_fraction`` (0 without pairs), mean disparity of all / kept / dropped pairs (0 when none)."""
         tb = {'rdd_loss': 0.0, 'rdd_feat': 0.0, 'rdd_logit': 0.0, 'rdd_logit_cls': 0.0, 'rdd_pairs': 0.0,
