@@ -13,20 +13,27 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Dict, Literal, Mapping, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Callable, Dict, Literal, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
 from rdd.errors import ConfigError
 
 SchemaValue = Union[None, "Section", str]
+RefusalHint = Union[str, Callable[[Mapping], str]]
 
 
 @dataclass
 class Section:
     """Allowed keys of a mapping. Values: ``None`` a leaf, a :class:`Section` a nested mapping, ``'module'`` a
-    nested module section chosen by its ``NAME``, ``'config'`` a whole nested config, ``'any'`` unchecked."""
+    nested module section chosen by its ``NAME``, ``'config'`` a whole nested config, ``'any'`` unchecked.
+
+    ``refused`` maps keys that are refused with a specific explanation (a string, or a function of the section
+    returning one) instead of the generic "unknown key" message: a key that OpenPCDet's class of the same name
+    would silently ignore, and what to write instead.
+    """
 
     required: Dict[str, SchemaValue] = field(default_factory=dict)
     optional: Dict[str, SchemaValue] = field(default_factory=dict)
+    refused: Dict[str, RefusalHint] = field(default_factory=dict)
 
 
 class _Err(Exception):
@@ -52,6 +59,31 @@ CENTER_HEAD = Section(
               "BN_MOM": None, "INIT_BIAS": None},
 )
 
+# OpenPCDet's classes of these names read only the keys listed in their schemas below (pcdet/models/backbones_3d/
+# spconv_backbone.py: fixed filters 16-16-32-64-128-128; backbones_2d/base_bev_backbone.py: the five lists). A
+# width key on them would build OpenPCDet's full-width module and load only part of a student checkpoint, so it
+# is refused here; the plugin's distinct class names carry the widths where OpenPCDet cannot express them.
+_UPSTREAM_3D_WIDTH = ("OpenPCDet's VoxelResBackBone8x has fixed filters [16, 16, 32, 64, 128, 128] and ignores "
+                      "WIDTH / NUM_FILTERS (it would build the full-width backbone and load the checkpoint only in "
+                      "part); name the plugin's class instead: NAME: VoxelResBackBone8xWidth (registered by "
+                      "rdd.plugin; it reads WIDTH and NUM_FILTERS)")
+
+
+def _upstream_bev_width(section: Mapping) -> str:
+    width = section.get("WIDTH")
+    try:
+        explicit = ", ".join(f"{key}: {[int(c * float(width)) for c in section[key]]}"
+                             for key in ("NUM_FILTERS", "NUM_UPSAMPLE_FILTERS") if key in section)
+    except (TypeError, ValueError):
+        explicit = ""
+    spelled = f" ({explicit} for WIDTH {width})" if explicit else ""
+    return ("OpenPCDet's BaseBEVBackbone ignores WIDTH (it would build the full-width backbone and load the "
+            "checkpoint only in part); write the scaled NUM_FILTERS / NUM_UPSAMPLE_FILTERS out" + spelled +
+            ", or name the plugin's class BaseBEVBackboneWidth (registered by rdd.plugin; it reads WIDTH)")
+
+
+_BEV_LISTS = {"LAYER_NUMS": None, "LAYER_STRIDES": None, "NUM_FILTERS": None}
+
 MODEL_SCHEMAS: Dict[str, Section] = {
     "CenterPoint": Section(
         required={"NAME": None, "VFE": "module", "BACKBONE_3D": "module", "MAP_TO_BEV": "module",
@@ -60,12 +92,18 @@ MODEL_SCHEMAS: Dict[str, Section] = {
                   "IGNORE_PRETRAIN_MODULES": None},
     ),
     "MeanVFE": Section(required={"NAME": None}),
-    "VoxelResBackBone8x": Section(required={"NAME": None}, optional={"WIDTH": None, "NUM_FILTERS": None}),
+    "VoxelResBackBone8x": Section(required={"NAME": None},
+                                  refused={"WIDTH": _UPSTREAM_3D_WIDTH, "NUM_FILTERS": _UPSTREAM_3D_WIDTH}),
+    "VoxelResBackBone8xWidth": Section(required={"NAME": None}, optional={"WIDTH": None, "NUM_FILTERS": None}),
     "HeightCompression": Section(required={"NAME": None, "NUM_BEV_FEATURES": None}),
     "BaseBEVBackbone": Section(
-        required={"NAME": None, "LAYER_NUMS": None, "LAYER_STRIDES": None, "NUM_FILTERS": None},
+        required={"NAME": None, **_BEV_LISTS}, optional={"UPSAMPLE_STRIDES": None, "NUM_UPSAMPLE_FILTERS": None},
+        refused={"WIDTH": _upstream_bev_width}),
+    "BaseBEVBackboneWidth": Section(
+        required={"NAME": None, **_BEV_LISTS},
         optional={"UPSAMPLE_STRIDES": None, "NUM_UPSAMPLE_FILTERS": None, "WIDTH": None}),
     "CenterHead": CENTER_HEAD,
+    "CenterHeadRDD": CENTER_HEAD,
     "Distiller": Section(
         required={"NAME": None, "STUDENT": "config", "TEACHER": "config", "KD_LOSSES": "any"},
         optional={"TEACHER_CKPT": None, "TEACHER_BN": None, "GRID_MISMATCH": None,
@@ -85,6 +123,9 @@ def _check(node: Mapping, schema: Section, path: str, origin: Mapping[str, Path]
     for key in node:
         if key == "_BASE_CONFIG_":
             continue
+        if key in schema.refused:
+            raise _Err(f"key '{path}{key}' is refused here: {refusal_hint(schema.refused[key], node)}",
+                       f"{path}{key}")
         if key not in allowed:
             hint = ", ".join(sorted(allowed))
             raise _Err(f"unknown key '{path}{key}' (allowed here: {hint})", f"{path}{key}")
@@ -105,6 +146,22 @@ def _check(node: Mapping, schema: Section, path: str, origin: Mapping[str, Path]
             _check(val, TOP_LEVEL, sub_path, origin, default_file)
         else:
             _check(val, sub, sub_path, origin, default_file)
+
+
+def refusal_hint(hint: RefusalHint, section: Mapping) -> str:
+    """The explanation of a refused key (``hint`` a string or a function of the section)."""
+    return hint(section) if callable(hint) else hint
+
+
+def reject_refused_keys(name: str, section: Mapping, where: str) -> None:
+    """Raise :class:`rdd.errors.ConfigError` when ``section`` (a module section whose class is registered as
+    ``name``, at config path ``where``) holds a key that ``MODEL_SCHEMAS[name]`` refuses. For modules built from
+    a config that did not go through :func:`validate_config` (e.g. assembled in Python)."""
+    schema = MODEL_SCHEMAS.get(name)
+    for key in (schema.refused if schema is not None else {}):
+        if key in section:
+            raise ConfigError(f"key '{where}.{key}' is refused for NAME {name}: "
+                              f"{refusal_hint(schema.refused[key], section)}")
 
 
 def validate_config(cfg: Mapping, origin: Optional[Mapping[str, Path]] = None, cfg_file: Optional[Path] = None):

@@ -20,6 +20,26 @@ class TeacherCheckpointError(CheckpointError):
     """The teacher checkpoint is missing, unreadable or does not fit the teacher config."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (disk full, directory not writable, ...); the message names the path."""
+
+
+class DataError(ValueError):
+    """Input data (a point file, an info file, a devkit table, a frame) is unusable; the message names it."""
+
+
+class DevkitTableError(DataError):
+    """A devkit table (or a file it names) is missing, unreadable or malformed; the message names the file."""
+
+
+class PartialEvaluationError(DataError):
+    """Predictions (or the info files they come from) cover only part of the evaluation split."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after too many consecutive iterations with a non-finite loss or gradient norm."""
+
+
 class RegistryError(KeyError):
     """A name is not registered (the message lists the known names), or is registered twice."""
 
@@ -27,4 +47,10 @@ class RegistryError(KeyError):
         return str(self.args[0]) if self.args else ''
 
 
-__all__ = ['ConfigError', 'KDConfigError', 'CheckpointError', 'TeacherCheckpointError', 'RegistryError']
+class PluginConflictError(RegistryError):
+    """An OpenPCDet registry already maps a name the plugin inserts to a different class."""
+
+
+__all__ = ['ConfigError', 'KDConfigError', 'CheckpointError', 'TeacherCheckpointError', 'CheckpointWriteError',
+           'DataError', 'DevkitTableError', 'PartialEvaluationError', 'NonFiniteLossError', 'RegistryError',
+           'PluginConflictError']

@@ -6,17 +6,20 @@ mapping of registry dicts, so it is testable without pcdet. Names inserted (see 
 
 * ``detectors``: ``Distiller`` (student + frozen teacher + KD losses; builds its student and teacher with rdd's
   own modules, which load OpenPCDet checkpoints strictly);
-* ``backbones_3d``: ``VoxelResBackBone8xWidth`` (rdd's ``VoxelResBackBone8x``, honouring ``WIDTH`` /
-  ``NUM_FILTERS``);
-* ``backbones_2d``: ``BaseBEVBackboneWidth`` (rdd's ``BaseBEVBackbone``, honouring ``WIDTH``);
+* ``backbones_3d``: ``VoxelResBackBone8xWidth`` (OpenPCDet's ``VoxelResBackBone8x`` with ``WIDTH`` /
+  ``NUM_FILTERS``: the CP-Voxel-XS / XXS 3D widths, which OpenPCDet's own class cannot express);
+* ``backbones_2d``: ``BaseBEVBackboneWidth`` (``BaseBEVBackbone`` with ``WIDTH``);
 * ``dense_heads``: ``CenterHeadRDD`` (rdd's ``CenterHead``: no ``.cuda()``, raw logits kept);
 * ``kd_losses`` (only when the mapping has that key): every KD loss class of :mod:`rdd.distill.registry`.
 
 pcdet's own classes keep their names: an existing entry bound to a different class is never overwritten
-(PluginConflictError names it); re-registering the same class is a no-op. The alias names are added to rdd's own
-registries as well, so one student config works in both frameworks.
+(PluginConflictError names it); re-registering the same class is a no-op. The width classes are registered in
+rdd's own registries under the same names, so one student config builds the same model in both frameworks; a
+config naming them fails loudly in OpenPCDet without the plugin (unknown name) instead of building other shapes.
 """
 import logging
+
+from rdd.errors import PluginConflictError
 
 _LOG = logging.getLogger(__name__)
 
@@ -29,24 +32,17 @@ PCDET_REGISTRY_MODULES = {
 }
 
 
-class PluginConflictError(KeyError):
-    """A registry already maps the name to a different class."""
-
-    def __str__(self):
-        return str(self.args[0])
-
-
 def plugin_entries():
     """``{registry name: {class name: class}}`` that :func:`register` inserts."""
     from rdd.distill import Distiller
     from rdd.distill.registry import KD_LOSSES
-    from rdd.models.backbones_2d import BaseBEVBackbone
-    from rdd.models.backbones_3d import VoxelResBackBone8x
+    from rdd.models.backbones_2d import BaseBEVBackboneWidth
+    from rdd.models.backbones_3d import VoxelResBackBone8xWidth
     from rdd.models.dense_heads import CenterHead
     return {
         'detectors': {'Distiller': Distiller},
-        'backbones_3d': {'VoxelResBackBone8xWidth': VoxelResBackBone8x},
-        'backbones_2d': {'BaseBEVBackboneWidth': BaseBEVBackbone},
+        'backbones_3d': {'VoxelResBackBone8xWidth': VoxelResBackBone8xWidth},
+        'backbones_2d': {'BaseBEVBackboneWidth': BaseBEVBackboneWidth},
         'dense_heads': {'CenterHeadRDD': CenterHead},
         'kd_losses': {name: KD_LOSSES.get(name) for name in KD_LOSSES},
     }
@@ -72,7 +68,6 @@ def register(pcdet_registries):
                                  f'{getattr(old, "__qualname__", old)}, not rdd\'s')
     if conflicts:
         raise PluginConflictError('rdd.plugin refuses to overwrite existing registry entries: ' + '; '.join(conflicts))
-    alias_in_rdd(entries)
     inserted = {}
     for reg_name, items in entries.items():
         registry = pcdet_registries.get(reg_name)
@@ -81,18 +76,6 @@ def register(pcdet_registries):
         inserted[reg_name] = [n for n in items if n not in registry]
         registry.update(items)
     return inserted
-
-
-def alias_in_rdd(entries=None):
-    """Make rdd's own registries accept the plugin's alias names too (same classes), so that a student config
-    written for pcdet (``VoxelResBackBone8xWidth``, ...) also builds inside the Distiller. Never overwrites."""
-    import importlib
-    entries = entries or plugin_entries()
-    for reg_name, module in (('backbones_3d', 'rdd.models.backbones_3d'), ('backbones_2d', 'rdd.models.backbones_2d'),
-                             ('dense_heads', 'rdd.models.dense_heads')):
-        registry = importlib.import_module(module).__all__
-        for name, cls in entries[reg_name].items():
-            registry.setdefault(name, cls)
 
 
 def pcdet_registries():

@@ -1,6 +1,6 @@
 """Parameters, MACs (sparse convs counted from their real index pairs) and CPU latency of detector configs.
 
-    python tools/flops.py --cfg configs/cp_voxel_0075.yaml --cfg configs/cp_voxel_s.yaml [--json out.json]
+    python tools/flops.py --cfg configs/cp_voxel_0075.yaml --cfg configs/cp_voxel_s_0075.yaml [--json out.json]
                           [--points FILE] [--runs N] [--set KEY VALUE ...]
 
 Input: one LiDAR cloud, by default a nuScenes-size synthetic 10-sweep cloud

@@ -12,6 +12,8 @@ A dataset class must follow OpenPCDet's contract:
   (result_str, result_dict)``;
 * attributes ``point_cloud_range``, ``grid_size``, ``voxel_size``, ``point_feature_encoder``, ``class_names``,
   ``merge_all_iters_to_one_epoch(merge, epochs)``.
+* optional ``check_evaluation_inputs()``: raises when ``evaluation`` would fail or score wrongly (bad devkit
+  tables, infos covering part of the split); ``tools/test.py`` calls it before inference.
 """
 import importlib
 from functools import partial

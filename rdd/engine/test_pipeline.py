@@ -35,6 +35,8 @@ def build_eval_objects(cfg, args, dist_info, logger):
     if len(test_set) == 0:
         raise ValueError(f"the test split {cfg.DATA_CONFIG.get('DATA_SPLIT', {}).get('test')!r} under "
                          f"{cfg.DATA_CONFIG.get('DATA_PATH')} has no samples")
+    if dist_info.is_main and hasattr(test_set, 'check_evaluation_inputs'):
+        test_set.check_evaluation_inputs()  # bad devkit tables, partial infos: fail now, not after inference
     model = build_network(model_cfg=cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=test_set)
     model.to(dist_info.device)
     return model, Evaluator(test_loader, cfg.CLASS_NAMES, dist_info.device, logger=logger)

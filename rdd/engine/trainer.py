@@ -15,10 +15,7 @@ from torch.nn.utils import clip_grad_norm_
 from rdd.engine import checkpoint_io, dist
 from rdd.engine.batch import load_data_to_device
 from rdd.engine.rng import get_rng_state, set_rng_state
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised after too many consecutive iterations with a non-finite loss or gradient norm."""
+from rdd.errors import NonFiniteLossError
 
 
 @dataclass

@@ -11,8 +11,11 @@ Layout of ``root`` (the devkit's ``dataroot``; in OpenPCDet terms ``DATA_PATH / 
     root/maps/<token>.png                               map masks (tiny)
 
 Scene names are taken from the devkit's own splits for ``v1.0-mini`` (``mini_train`` / ``mini_val``) and
-``v1.0-trainval`` (``train`` / ``val``), so OpenPCDet's tools and the devkit's evaluation run unchanged; any other
-version name gets ``scene-synth-XXXX`` names and relies on ``splits.json``.
+``v1.0-trainval`` (``train`` / ``val``), so the devkit's official split selects exactly the synthetic train / val
+scenes and OpenPCDet's tools, rdd's info creation and the devkit's evaluation run unchanged (for these official
+versions ``splits.json`` only mirrors the official split; it is ignored unless passed explicitly, see
+:mod:`rdd.datasets.nuscenes_splits`). Any other version name gets ``scene-synth-XXXX`` names and needs
+``splits.json`` (its ``train`` / ``val`` splits).
 """
 from __future__ import annotations
 

@@ -3,4 +3,5 @@ from .center_head import CenterHead, SeparateHead
 
 __all__ = {
     'CenterHead': CenterHead,
+    'CenterHeadRDD': CenterHead,  # the name rdd.plugin registers into pcdet (beside pcdet's own CenterHead)
 }
