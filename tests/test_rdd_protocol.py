@@ -51,6 +51,7 @@ def test_paper_protocol(path):
     assert _voxel(cfg.MODEL.TEACHER) == _voxel(cfg.MODEL.STUDENT) == _voxel(cfg) == [0.1, 0.1, 0.2]
     assert 'cbgs_voxel01_res3d_centerpoint' in str(cfg.MODEL.TEACHER_CKPT)
     _check_schedule_values(cfg.OPTIMIZATION)
+    _check_schedule_values(cfg.MODEL.STUDENT.OPTIMIZATION)  # the student trained alone ("no KD") likewise
     post = cfg.MODEL.STUDENT.MODEL.DENSE_HEAD.POST_PROCESSING
     assert post.NMS_CONFIG.NMS_TYPE == 'none' and post.MAX_OBJ_PER_SAMPLE == 100  # top 100, no NMS
     for entry in cfg.MODEL.KD_LOSSES:
@@ -67,6 +68,8 @@ def test_stronger_teacher_option(path):
     assert _voxel(cfg.MODEL.TEACHER) == _voxel(cfg.MODEL.STUDENT) == _voxel(cfg) == [0.075, 0.075, 0.2]
     assert 'cbgs_voxel0075_res3d_centerpoint' in str(cfg.MODEL.TEACHER_CKPT)
     _check_schedule_values(cfg.OPTIMIZATION)
+    _check_schedule_values(cfg.MODEL.STUDENT.OPTIMIZATION)
+    assert cfg.MODEL.STUDENT.MODEL.DENSE_HEAD.POST_PROCESSING.NMS_CONFIG.NMS_TYPE == 'nms_gpu'  # OpenPCDet's
 
 
 def test_paper_teacher_evaluation_config():
