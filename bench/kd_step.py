@@ -19,7 +19,7 @@ least disturbed by other processes), ``peak_mb`` the peak resident memory
 during a step above the resident memory just before it (sampled every 2 ms); ``rdd_loss_s`` the RDD loss
 alone, forward + backward on the step's tapped tensors (median of ``--repeats`` runs, interleaved with repeated
 RDD steps so that ``rdd_loss_over_rdd_step`` compares runs made side by side). Output: JSON with ``student``,
-``logit_kd``, ``rdd``, ``ratios`` and ``meta``.
+``logit_kd``, ``rdd``, ``ratios`` (wall-clock medians, best runs and process-CPU medians) and ``meta``.
 """
 import argparse
 import copy
@@ -201,7 +201,8 @@ def main(argv=None):
         res[name].pop('out')
         results[name] = res[name]
     loss_s = res['rdd_loss']['step_s']
-    results['rdd'].update(rdd_loss_s=loss_s, rdd_loss_all_s=res['rdd_loss']['all_step_s'],
+    results['rdd'].update(rdd_loss_s=loss_s, rdd_loss_cpu_s=res['rdd_loss']['step_cpu_s'],
+                          rdd_loss_all_s=res['rdd_loss']['all_step_s'],
                           pairs_per_sample=rtb['rdd_pairs'], teacher_pairs=rtb['rdd_pairs_teacher'],
                           student_pairs=rtb['rdd_pairs_student'], kept_fraction=rtb['rdd_kept_fraction'])
     results['meta']['bev'] = list(t_out['spatial_features_2d'].shape[-2:])
@@ -212,6 +213,7 @@ def main(argv=None):
                          'rdd_loss_over_best_rdd_step': loss_s / results['rdd']['best_step_s'],
                          'rdd_step_over_logit_step_cpu':
                              results['rdd']['step_cpu_s'] / results['logit_kd']['step_cpu_s'],
+                         'rdd_loss_over_rdd_step_cpu': res['rdd_loss']['step_cpu_s'] / results['rdd']['step_cpu_s'],
                          'targets': {'rdd_loss_over_rdd_step': 0.05, 'rdd_step_over_logit_step': 1.10}}
     text = json.dumps(results, indent=2)
     print(text)

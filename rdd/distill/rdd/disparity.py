@@ -4,7 +4,11 @@ The paper defines the disparity through ``I_i = H(R̂_S,i) − H(R̂_S,i | R̂_T
 the values of the two flattened patches as samples of a bivariate Gaussian; its mutual information is
 ``I = −½ log(1 − ρ²)`` with ρ the Pearson correlation, and the normalised disparity is
 ``d = exp(−I) = √(1 − ρ²)`` ∈ [0, 1]: 0 for perfectly (anti-)correlated patches, 1 for uncorrelated ones.
-No gradient flows through any of it. Computed in float64 so that identical patches give ρ = 1 to ~1e-15.
+No gradient flows through any of it.
+
+Numerics: with ``t̂``, ``ŝ`` the centred patches scaled to unit norm, ``ρ = t̂·ŝ``, ``1 − ρ = ½‖t̂ − ŝ‖²`` and
+``1 + ρ = ½‖t̂ + ŝ‖²``, so ``d = ½ ‖t̂ − ŝ‖ ‖t̂ + ŝ‖`` without the cancellation of ``1 − ρ²`` near |ρ| = 1:
+identical patches give d = 0 exactly, in float32.
 """
 from dataclasses import dataclass
 
@@ -23,21 +27,22 @@ class PairDisparity:
     d: torch.Tensor
 
 
+def _unit_centred(patches):
+    """``(P, K, C)`` -> ``(P, K*C)`` centred rows of unit L2 norm (float32, new memory) and ``(P,)`` bool
+    "constant row" (a zero row then)."""
+    rows = patches.detach().flatten(1).float()
+    rows = rows - rows.mean(dim=1, keepdim=True)
+    norm = torch.linalg.vector_norm(rows, dim=1)
+    constant = norm <= 0
+    rows.div_(torch.where(constant, torch.ones_like(norm), norm)[:, None])
+    return rows, constant
+
+
 @torch.no_grad()
 def pearson_correlation(teacher_patches, student_patches):
-    """``(P,)`` float64 Pearson correlation of each pair's flattened patches ``(P, K, C)``; 0 when a patch is
-    constant (a constant carries no information about anything)."""
-    if teacher_patches.shape != student_patches.shape:
-        raise ValueError(f'RDDLoss: pair patches differ in shape: teacher {tuple(teacher_patches.shape)}, '
-                         f'student {tuple(student_patches.shape)}')
-    t = teacher_patches.detach().double().flatten(1)
-    s = student_patches.detach().double().flatten(1)
-    t = t - t.mean(dim=1, keepdim=True)
-    s = s - s.mean(dim=1, keepdim=True)
-    scale = (t.square().sum(dim=1) * s.square().sum(dim=1)).sqrt()
-    cov = (t * s).sum(dim=1)
-    rho = torch.where(scale > 0, cov / scale.clamp(min=torch.finfo(torch.float64).tiny), torch.zeros_like(cov))
-    return rho.clamp(-1.0, 1.0)
+    """``(P,)`` Pearson correlation of each pair's flattened patches ``(P, K, C)``; 0 when a patch is constant (a
+    constant carries no information about anything)."""
+    return gaussian_disparity(teacher_patches, student_patches).rho
 
 
 @torch.no_grad()
@@ -45,9 +50,17 @@ def gaussian_disparity(teacher_patches, student_patches):
     """The Gaussian MI estimate and disparity of each pair of normalised patches ``(P, K, C)``.
 
     Returns:
-        :class:`PairDisparity` of ``(P,)`` float64 tensors: ``d = √(1 − ρ²)`` (exactly 0 at |ρ| = 1) and
-        ``mi = −log(max(d, MIN_DISPARITY_IN_LOG))`` (= −½ log(1 − ρ²), finite).
+        :class:`PairDisparity` of ``(P,)`` float32 tensors: ``d = √(1 − ρ²)`` (exactly 0 for identical patches,
+        1 when either patch is constant) and ``mi = −log(max(d, MIN_DISPARITY_IN_LOG))`` (= −½ log(1 − ρ²)).
     """
-    rho = pearson_correlation(teacher_patches, student_patches)
-    d = (1.0 - rho.square()).clamp(0.0, 1.0).sqrt()
+    if teacher_patches.shape != student_patches.shape:
+        raise ValueError(f'RDDLoss: pair patches differ in shape: teacher {tuple(teacher_patches.shape)}, '
+                         f'student {tuple(student_patches.shape)}')
+    t, t_const = _unit_centred(teacher_patches)
+    s, s_const = _unit_centred(student_patches)
+    constant = t_const | s_const
+    rho = torch.where(constant, torch.zeros_like(t_const, dtype=t.dtype), (t * s).sum(dim=1).clamp(-1.0, 1.0))
+    half_diff = 0.5 * torch.linalg.vector_norm(t - s, dim=1)
+    d = half_diff * torch.linalg.vector_norm(t.add_(s), dim=1)  # t is not used after this (in-place t + s)
+    d = torch.where(constant, torch.ones_like(d), d.clamp(0.0, 1.0))
     return PairDisparity(rho=rho, mi=-torch.log(d.clamp(min=MIN_DISPARITY_IN_LOG)), d=d)
