@@ -277,3 +277,27 @@ def test_histogram_hook_writes_every_interval(tmp_path):
     writer.add_histogram('train/kd/RDDLoss/rdd_disparity', loss_fn.histograms['rdd_disparity'], 2)
     writer.close()
     assert any(p.name.startswith('events.out.tfevents') for p in tmp_path.iterdir())
+
+
+def test_psi_cell_form_equals_map_form_and_survives_sync_bn_conversion():
+    """ψ on the cells the regions read gives RoIAlign(ψ(F)) exactly (eval: running statistics); ``--sync_bn``
+    leaves its BatchNorm rank-local (a rank without pairs does not call it, a SyncBatchNorm would hang the others)."""
+    from rdd.ops.bev_pool import roi_grid_pool, roi_grid_taps
+    gen = torch.Generator().manual_seed(6)
+    loss_fn = RDDLoss.from_config({}, context(t_grid=grid(1.0, half=8.0), s_grid=grid(1.0, half=8.0), t_ch=3, s_ch=4))
+    psi = loss_fn.psi.eval()
+    with torch.no_grad():
+        psi.bn.running_mean.uniform_(-0.5, 0.5, generator=gen)
+        psi.bn.running_var.uniform_(0.5, 2.0, generator=gen)
+    fmap = torch.randn(2, 4, 16, 16, generator=gen, dtype=torch.float64)
+    psi.double()
+    boxes = torch.tensor([[0.3, -1.2, 0, 4.0, 2.0, 1, 0.7], [-5.0, 3.0, 0, 3.0, 3.0, 1, 0.0]], dtype=torch.float64)
+    bidx = torch.tensor([0, 1])
+    taps = roi_grid_taps(boxes, bidx, grid(1.0, half=8.0), fmap.shape, 7)
+    cells = taps.interpolate(psi.cells(taps.gather(fmap)))
+    assert torch.allclose(cells, roi_grid_pool(psi(fmap), boxes, bidx, grid(1.0, half=8.0), 7), atol=1e-12)
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(loss_fn)
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules())
+    assert {k for k in loss_fn.state_dict()} == {'psi.conv.weight', 'psi.bn.weight', 'psi.bn.bias',
+                                                 'psi.bn.running_mean', 'psi.bn.running_var',
+                                                 'psi.bn.num_batches_tracked'}

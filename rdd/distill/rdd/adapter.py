@@ -5,10 +5,37 @@ student). The loss applies it to the student map's cells that the regions read (
 gives exactly ``RoIAlign(ψ(F_s))`` at the regions' points, with BatchNorm's batch statistics taken over those cells
 (docs/method.md, step 3: the whole-map form costs a full-map conv and its backward per step).
 """
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['StudentAdapter']
+__all__ = ['StudentAdapter', 'RankLocalBatchNorm']
+
+
+class RankLocalBatchNorm(nn.Module):
+    """BatchNorm over the rows (or the ``N, H, W`` positions) of this process's input, with BatchNorm's parameters,
+    buffers, state_dict names and update rule.
+
+    Deliberately not a ``torch.nn.modules.batchnorm._BatchNorm``: ``--sync_bn`` (``convert_sync_batchnorm``) leaves
+    it alone. A SyncBatchNorm here would wait for every rank at every call, but a rank with no region pair in its
+    batch does not call ψ at all, and the others would hang.
+    """
+
+    def __init__(self, channels, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.eps, self.momentum = float(eps), float(momentum)
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer('running_mean', torch.zeros(channels))
+        self.register_buffer('running_var', torch.ones(channels))
+        self.register_buffer('num_batches_tracked', torch.tensor(0, dtype=torch.long))
+
+    def forward(self, x):
+        """``(N, C)`` or ``(N, C, H, W)``: batch statistics in training (running ones updated), running ones else."""
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
+                            self.momentum, self.eps)
 
 
 class StudentAdapter(nn.Module):
@@ -22,7 +49,7 @@ class StudentAdapter(nn.Module):
     def __init__(self, student_channels, teacher_channels):
         super().__init__()
         self.conv = nn.Conv2d(int(student_channels), int(teacher_channels), kernel_size=1, bias=False)
-        self.bn = nn.BatchNorm2d(int(teacher_channels))
+        self.bn = RankLocalBatchNorm(int(teacher_channels))
 
     def forward(self, feature_map):
         """The map form: ``(B, C_s, H, W)`` -> ``(B, C_t, H, W)``."""
@@ -32,5 +59,4 @@ class StudentAdapter(nn.Module):
         """The cell form: ``(U, C_s)`` cell vectors -> ``(U, C_t)``; BatchNorm statistics over the U cells in
         training (its running statistics otherwise)."""
         weight = self.conv.weight
-        projected = F.linear(rows, weight.view(weight.shape[0], weight.shape[1]))
-        return F.relu(self.bn(projected[:, :, None, None])).view(rows.shape[0], -1)
+        return F.relu(self.bn(F.linear(rows, weight.view(weight.shape[0], weight.shape[1]))))
