@@ -27,7 +27,8 @@ def targets(size=8, inds=(0,), offsets=((0.5, 0.5),), hm=None):
 
 # ------------------------------------------------------------------------------------------------ registry
 def test_registry_names_and_errors():
-    assert {'RDDLoss', 'LogitKDLoss', 'FitNetLoss', 'RoIMimicLoss', 'LabelKDLoss'} <= set(KD_LOSSES.names())
+    assert {'RDDLoss', 'LogitKDLoss', 'FitNetLoss', 'RoIMimicLoss', 'LabelKDLoss', 'FGLoss', 'GIDFeatureLoss',
+            'GIDLogitLoss', 'LADLoss'} <= set(KD_LOSSES.names())
     with pytest.raises(KDConfigError, match=r"MODEL.KD_LOSSES\[3\].NAME: unknown KD loss .*'Nope'; known: .*FitNetLoss"):
         build_kd_loss(EasyDict(NAME='Nope'), context(), index=3)
     with pytest.raises(KDConfigError, match='needs a NAME'):
@@ -66,15 +67,25 @@ def test_logit_kd_regression_at_gt_centres_same_grid():
     loss_fn = LogitKDLoss.from_config(EasyDict(HM_WEIGHT=0.0, REG_WEIGHT=1.0), context())
     reg_t = {k: torch.zeros(1, c, 8, 8) for k, c in HEAD_CH.items()}
     reg_s = {k: torch.zeros(1, c, 8, 8, requires_grad=True) for k, c in HEAD_CH.items()}
-    reg_t['dim'][0, 0, 1, 2] = 2.0   # at the GT cell (ind = 1*8+2): |0-2| * code_w[2] = 2
-    reg_t['rot'][0, 0, 1, 2] = 1.0   # code_w[6] = 0.2 -> 0.2
+    # codes: center 0-1, center_z 2, dim 3-5, rot 6-7, vel 8-9
+    reg_t['dim'][0, 0, 1, 2] = 2.0   # at the GT cell (ind = 1*8+2): |0-2| * w[3] = 2
+    reg_t['rot'][0, 0, 1, 2] = 1.0   # |0-1| * w[6]: 1 with SparseKD's all-1 KD code weights (not the head's 0.2)
     reg_t['vel'][0, 1, 5, 5] = 9.0   # not a GT cell: ignored
     hm = torch.zeros(1, 1, 8, 8)
     loss, _ = loss_fn({'pred_dicts': [pred(hm, reg_t)]}, {'pred_dicts': [pred(hm, reg_s)],
                                                            'target_dicts': targets(inds=(10,))}, {})
-    assert float(loss) == pytest.approx(2.2, rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(3.0, rel=1e-6)
     loss.backward()
     assert reg_s['dim'].grad[0, 0, 1, 2] != 0 and reg_s['vel'].grad.abs().sum() == 0
+    weighted = LogitKDLoss.from_config(EasyDict(HM_WEIGHT=0.0, REG_WEIGHT=1.0,
+                                                REG_CODE_WEIGHTS=[1, 1, 1, 0.5, 1, 1, 0.2, 1, 1, 1]), context())
+    loss, _ = weighted({'pred_dicts': [pred(hm, reg_t)]}, {'pred_dicts': [pred(hm, reg_s)],
+                                                          'target_dicts': targets(inds=(10,))}, {})
+    assert float(loss.detach()) == pytest.approx(2 * 0.5 + 1 * 0.2, rel=1e-6)
+    with pytest.raises(KDConfigError, match=r'REG_CODE_WEIGHTS has 3 entries for 10'):
+        LogitKDLoss.from_config(EasyDict(REG_CODE_WEIGHTS=[1, 1, 1]), context())
+    with pytest.raises(ConfigError, match=r'REG_CODE_WEIGHTS\[1\]: expected a number'):
+        LogitKDLoss.from_config(EasyDict(REG_CODE_WEIGHTS=[1, 'x']), context())
 
 
 def test_logit_kd_regression_across_grids_reexpresses_centre():
@@ -119,13 +130,19 @@ def test_fitnet_golden_and_resample():
     ft = fs + 0.5
     loss, tb = loss_fn({'spatial_features_2d': ft}, {'spatial_features_2d': fs}, {})
     assert float(loss) == pytest.approx(0.25, rel=1e-5)
-    # coarser student, constant maps: resampled inside the range it is the same constant
+    # coarser student (2 m cells) holding its column index j, resampled onto the 1 m teacher grid: teacher column
+    # jt's centre x = -8 + jt + 0.5 is student column coordinate (x + 8) / 2 - 0.5 = jt / 2 - 0.25 (bilinear, the
+    # border value beyond the outermost student cell centres)
     ctx2 = context(grid(1.0), grid(2.0), t_ch=2, s_ch=2)
     loss_fn2 = FitNetLoss.from_config(EasyDict(), ctx2)
     loss_fn2.load_state_dict(loss_fn.state_dict())
-    loss, _ = loss_fn2({'spatial_features_2d': torch.full((1, 2, 16, 16), 1.0)},
-                       {'spatial_features_2d': torch.full((1, 2, 8, 8), 1.0)}, {})
-    assert float(loss) < 0.05  # only border cells (zero padding beyond the range) differ
+    ramp = torch.arange(8.0).expand(1, 2, 8, 8)
+    expected = torch.tensor([min(max(jt / 2 - 0.25, 0.0), 7.0) for jt in range(16)]).expand(1, 2, 16, 16)
+    loss, _ = loss_fn2({'spatial_features_2d': expected}, {'spatial_features_2d': ramp}, {})
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-12)
+    unclamped = torch.tensor([jt / 2 - 0.25 for jt in range(16)]).expand(1, 2, 16, 16)
+    loss, _ = loss_fn2({'spatial_features_2d': unclamped}, {'spatial_features_2d': ramp}, {})
+    assert float(loss.detach()) == pytest.approx(2 * 0.25 ** 2 / 16, rel=1e-6)  # columns 0 and 15 differ by 0.25
 
 
 def test_fitnet_config_errors():

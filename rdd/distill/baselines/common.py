@@ -15,13 +15,15 @@ class AdapterConfig:
     teacher_channels: Optional[int] = None
 
 
-def build_adapter(cfg: AdapterConfig, t_ch, s_ch, loss_name):
-    """1x1 conv ``s_ch -> t_ch`` (with bias, no activation); KDConfigError when ``cfg`` states other widths."""
+def build_adapter(cfg: AdapterConfig, t_ch, s_ch, loss_name, kernel_size=1, relu=False):
+    """Conv ``s_ch -> t_ch`` (``kernel_size`` x ``kernel_size``, 'same' padding, with bias; default 1x1, no
+    activation), followed by a ReLU when ``relu``; KDConfigError when ``cfg`` states other widths."""
     for key, stated, actual in (('STUDENT_CHANNELS', cfg.student_channels, s_ch),
                                 ('TEACHER_CHANNELS', cfg.teacher_channels, t_ch)):
         if stated is not None and int(stated) != int(actual):
             raise KDConfigError(f'{loss_name}.ADAPTER.{key} is {stated} but the model gives {actual} channels')
-    return nn.Conv2d(int(s_ch), int(t_ch), kernel_size=1, bias=True)
+    conv = nn.Conv2d(int(s_ch), int(t_ch), kernel_size=kernel_size, padding=kernel_size // 2, bias=True)
+    return nn.Sequential(conv, nn.ReLU()) if relu else conv
 
 
 def valid_gt(gt_boxes):

@@ -140,13 +140,14 @@ class CenterHead(nn.Module):
         self.hm_loss_func = FocalLossCenterNet()
         self.reg_loss_func = RegLossCenterNet()
 
-    def assign_targets(self, gt_boxes, feature_map_size):
-        """gt_boxes (B, M, 10) (not modified), feature_map_size (H, W) -> target dict (see centernet_utils)."""
+    def assign_targets(self, gt_boxes, feature_map_size, assigned_cells=None):
+        """gt_boxes (B, M, 10) (not modified), feature_map_size (H, W), optional ``assigned_cells`` (B, M') (the
+        responsible cell of each GT row, -1 = CenterPoint's own) -> target dict (see centernet_utils)."""
         cfg = self.model_cfg.TARGET_ASSIGNER_CONFIG
         return centernet_utils.assign_targets(
             gt_boxes, self.class_names, self.class_names_each_head, feature_map_size,
             self.point_cloud_range, self.voxel_size, cfg.FEATURE_MAP_STRIDE, num_max_objs=cfg.NUM_MAX_OBJS,
-            gaussian_overlap=cfg.GAUSSIAN_OVERLAP, min_radius=cfg.MIN_RADIUS)
+            gaussian_overlap=cfg.GAUSSIAN_OVERLAP, min_radius=cfg.MIN_RADIUS, assigned_cells=assigned_cells)
 
     @staticmethod
     def sigmoid(x):
@@ -233,7 +234,9 @@ class CenterHead(nn.Module):
         return self.decode(pred_dicts, batch_size)
 
     def forward(self, data_dict):
-        """Uses ``spatial_features_2d`` (B, C, H, W) and, in training, ``gt_boxes`` (B, M, 10).
+        """Uses ``spatial_features_2d`` (B, C, H, W) and, in training, ``gt_boxes`` (B, M, 10) and the optional
+        ``gt_assigned_cells`` (B, M') int64 (a label-assignment hook: the cell ``row * W + col`` responsible for
+        each GT row, -1 = the cell holding its centre; set by ``rdd.distill`` ``LADLoss``).
 
         Training: stores ``forward_ret_dict = {'pred_dicts', 'target_dicts'}`` (raw maps, hm as logits).
         Eval (or ``predict_boxes_when_training``): adds ``final_box_dicts`` (see :meth:`decode`).
@@ -244,7 +247,8 @@ class CenterHead(nn.Module):
         if self.training:
             if 'gt_boxes' not in data_dict:
                 raise KeyError("CenterHead in training mode needs data_dict['gt_boxes'] (B, M, 10)")
-            self.forward_ret_dict['target_dicts'] = self.assign_targets(data_dict['gt_boxes'], features.shape[2:])
+            self.forward_ret_dict['target_dicts'] = self.assign_targets(
+                data_dict['gt_boxes'], features.shape[2:], data_dict.get('gt_assigned_cells'))
         self.forward_ret_dict['pred_dicts'] = pred_dicts
         if not self.training or self.predict_boxes_when_training:
             data_dict['final_box_dicts'] = self.decode(pred_dicts, data_dict.get('batch_size', features.shape[0]))

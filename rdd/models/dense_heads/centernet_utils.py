@@ -73,7 +73,8 @@ def draw_gaussian_to_heatmap(heatmap, center, radius):
 
 
 def assign_targets_single_head(gt_boxes, num_classes, feature_map_size, point_cloud_range, voxel_size,
-                               feature_map_stride, num_max_objs=500, gaussian_overlap=0.1, min_radius=2):
+                               feature_map_stride, num_max_objs=500, gaussian_overlap=0.1, min_radius=2,
+                               assigned_cells=None):
     """Targets of one head group for one sample.
 
     Args:
@@ -81,6 +82,9 @@ def assign_targets_single_head(gt_boxes, num_classes, feature_map_size, point_cl
         num_classes: number of classes of the head.
         feature_map_size: (H, W) of the BEV map.
         point_cloud_range: 6 floats; voxel_size: 3 floats (m); feature_map_stride: int.
+        assigned_cells: optional (N,) int64, the cell ``row * W + col`` responsible for each box (its gaussian
+            peak and regression slot, the ``center`` offsets then measured from that cell's corner, possibly
+            outside [0, 1)); -1 (and None) keep CenterPoint's own, the cell holding the (clamped) centre.
     Returns:
         heatmap (num_classes, H, W), ret_boxes (num_max_objs, 7 + E + 1) encoded boxes,
         inds (num_max_objs,) int64 cell index, mask (num_max_objs,) int64 (1 = valid slot).
@@ -107,6 +111,14 @@ def assign_targets_single_head(gt_boxes, num_classes, feature_map_size, point_cl
     finite = torch.isfinite(center).all(dim=1)
     center = torch.where(finite[:, None], center, torch.zeros_like(center))
     center_int = center.int()
+    if assigned_cells is not None:
+        cells = assigned_cells[:n].long()
+        if bool(((cells < -1) | (cells >= height * width)).any()):
+            raise ValueError(f'gt_assigned_cells must be -1 or a cell index in [0, {height * width}) of the '
+                             f'{height} x {width} map, got {cells.tolist()}')
+        own = cells >= 0
+        chosen = torch.stack([cells % width, torch.div(cells, width, rounding_mode='floor')], dim=1).int()
+        center_int = torch.where(own[:, None], chosen, center_int)
     dx = gt[:, 3] / vs_x / feature_map_stride
     dy = gt[:, 4] / vs_y / feature_map_stride
     radius = gaussian_radius(dx, dy, min_overlap=gaussian_overlap)
@@ -115,7 +127,7 @@ def assign_targets_single_head(gt_boxes, num_classes, feature_map_size, point_cl
     valid = (dx > 0) & (dy > 0) & finite
     labels = (gt[:, -1] - 1).long()
     for k in torch.nonzero(valid).view(-1).tolist():
-        draw_gaussian_to_heatmap(heatmap[labels[k]], center[k].tolist(), int(radius[k]))
+        draw_gaussian_to_heatmap(heatmap[labels[k]], center_int[k].tolist(), int(radius[k]))
 
     enc = gt.new_zeros((n, gt.shape[-1]))
     enc[:, 0:2] = center - center_int.float()
@@ -132,15 +144,17 @@ def assign_targets_single_head(gt_boxes, num_classes, feature_map_size, point_cl
     return heatmap, ret_boxes, inds, mask
 
 
-def split_boxes_by_head(gt_boxes, class_names, class_names_each_head):
+def split_boxes_by_head(gt_boxes, class_names, class_names_each_head, row_values=None):
     """Select one sample's GT boxes per head group and relabel them, without touching the input.
 
     Args:
         gt_boxes: (M, 7 + E + 1), last column 1-based index into ``class_names`` (0 = padding).
         class_names: list of the detector's class names.
         class_names_each_head: list (per head) of lists of class names.
+        row_values: optional (M, ...) tensor of per-row values split the same way.
     Returns:
-        list (per head) of new (N_h, 7 + E + 1) tensors in input order, last column the 1-based in-head class.
+        list (per head) of new (N_h, 7 + E + 1) tensors in input order, last column the 1-based in-head class;
+        with ``row_values``, a list (per head) of ``(boxes, values)`` pairs.
     """
     labels = gt_boxes[:, -1].long()
     if labels.numel() > 0 and (labels.max() > len(class_names) or labels.min() < 0):
@@ -155,31 +169,45 @@ def split_boxes_by_head(gt_boxes, class_names, class_names_each_head):
         sel = in_head > 0
         boxes = gt_boxes[sel].clone()
         boxes[:, -1] = in_head[sel].to(boxes.dtype)
-        out.append(boxes)
+        out.append(boxes if row_values is None else (boxes, row_values[sel]))
     return out
 
 
 def assign_targets(gt_boxes, class_names, class_names_each_head, feature_map_size, point_cloud_range, voxel_size,
-                   feature_map_stride, num_max_objs=500, gaussian_overlap=0.1, min_radius=2):
+                   feature_map_stride, num_max_objs=500, gaussian_overlap=0.1, min_radius=2, assigned_cells=None):
     """CenterPoint targets for a batch (computed on CPU, returned on ``gt_boxes.device``).
 
     Args:
         gt_boxes: (B, M, 7 + E + 1), last column 1-based global class (0 rows = padding); not modified.
         feature_map_size: (H, W). Other args as :func:`assign_targets_single_head`.
+        assigned_cells: optional (B, M') int64 with M' <= M: the cell responsible for each GT row (see
+            :func:`assign_targets_single_head`); rows beyond M' and entries -1 keep CenterPoint's own cell.
     Returns:
         dict of lists over heads: ``heatmaps`` (B, n_cls_h, H, W), ``target_boxes`` (B, num_max_objs, 7 + E + 1),
         ``inds`` (B, num_max_objs) int64, ``masks`` (B, num_max_objs) int64.
     """
     device = gt_boxes.device
     gt_cpu = gt_boxes.detach().to('cpu')
-    per_sample = [split_boxes_by_head(gt_cpu[b], class_names, class_names_each_head)
+    cells = None
+    if assigned_cells is not None:
+        if assigned_cells.dim() != 2 or assigned_cells.shape[0] != gt_cpu.shape[0] \
+                or assigned_cells.shape[1] > gt_cpu.shape[1]:
+            raise ValueError(f'gt_assigned_cells {tuple(assigned_cells.shape)} must be (B, M\') with M\' <= M for '
+                             f'gt_boxes {tuple(gt_cpu.shape)}')
+        cells = gt_cpu.new_full(gt_cpu.shape[:2], -1, dtype=torch.long)
+        cells[:, :assigned_cells.shape[1]] = assigned_cells.detach().to('cpu').long()
+    per_sample = [split_boxes_by_head(gt_cpu[b], class_names, class_names_each_head,
+                                      row_values=None if cells is None else cells[b])
                   for b in range(gt_cpu.shape[0])]
     ret = {'heatmaps': [], 'target_boxes': [], 'inds': [], 'masks': []}
     for h, head_names in enumerate(class_names_each_head):
-        results = [assign_targets_single_head(
-            per_sample[b][h], len(head_names), feature_map_size, point_cloud_range, voxel_size, feature_map_stride,
-            num_max_objs=num_max_objs, gaussian_overlap=gaussian_overlap, min_radius=min_radius)
-            for b in range(gt_cpu.shape[0])]
+        results = []
+        for b in range(gt_cpu.shape[0]):
+            boxes, head_cells = per_sample[b][h] if cells is not None else (per_sample[b][h], None)
+            results.append(assign_targets_single_head(
+                boxes, len(head_names), feature_map_size, point_cloud_range, voxel_size, feature_map_stride,
+                num_max_objs=num_max_objs, gaussian_overlap=gaussian_overlap, min_radius=min_radius,
+                assigned_cells=head_cells))
         for key, values in zip(('heatmaps', 'target_boxes', 'inds', 'masks'), zip(*results)):
             ret[key].append(torch.stack(values, dim=0).to(device))
     return ret
