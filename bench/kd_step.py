@@ -9,8 +9,8 @@ make_point_cloud``) with ``--sweeps`` sweeps (default 1: a REDUCED input, ~1/10 
 voxels, because a full 10-sweep step takes tens of seconds per variant on 2 CPU cores) and 20 random GT boxes.
 RDD is the config's RDDLoss entry as shipped (the paper's form): its proposals are the peaks of the models' own
 heatmaps (a random-weight head's initial bias puts most peaks just above SCORE_THRESH 0.1, so both sources are
-usually at the 100-per-sample cap: about the pair count of a trained model's top 100). PP logit KD is
-``LogitKDLoss`` with its defaults (configs/kd_logit_cp_voxel_s.yaml).
+usually at the 100-per-sample cap: about the pair count of a trained model's top 100). PP logit KD is the
+``LogitKDLoss`` entry of configs/kd_logit_cp_voxel_s.yaml.
 
 A step = teacher forward (no grad) + student forward + losses + backward (no optimizer). The three variants
 are warmed up, then run round-robin ``--repeats`` times (a shared machine's load changes hit all alike);
@@ -38,7 +38,7 @@ import torch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KD_CFG = os.path.join(ROOT, 'configs', 'rdd_cp_voxel_s.yaml')
-LOGIT_BENCH = {'NAME': 'LogitKDLoss', 'WEIGHT': 1.0}
+LOGIT_CFG = os.path.join(ROOT, 'configs', 'kd_logit_cp_voxel_s.yaml')  # its KD_LOSSES entry is the PP logit KD
 
 
 def _rss_mb():
@@ -179,7 +179,7 @@ def main(argv=None):
         d = build_network(c.MODEL, num_class=len(c.CLASS_NAMES), dataset=model_geometry(c))
         return d.train()
 
-    d_logit = distiller([dict(LOGIT_BENCH)])
+    d_logit = distiller([copy.deepcopy(cfg_from_yaml_file(LOGIT_CFG).MODEL.KD_LOSSES[0])])
     rdd_entries = [e for e in cfg.MODEL.KD_LOSSES if e.NAME == 'RDDLoss']
     if len(rdd_entries) != 1:
         raise SystemExit(f'--cfg must have exactly one RDDLoss in MODEL.KD_LOSSES, found {len(rdd_entries)}')
