@@ -69,9 +69,9 @@ class PeakRSS:
 
 def make_batch(cfg, sweeps, num_boxes=20, seed=0):
     """One-sample batch on the KD config's grid (voxelized with rdd's Voxelizer)."""
-    from rdd.config import voxel_processor_cfg
     from rdd.datasets.processor.voxelizer import Voxelizer, voxelize_batch
     from rdd.datasets.synthetic import make_point_cloud
+    from rdd.geometry import voxel_processor_cfg
     from rdd.models import model_geometry
     geom = model_geometry(cfg)
     pcr = geom.point_cloud_range

@@ -5,7 +5,16 @@ Each message names what is wrong and where: the config key and file, the checkpo
 
 
 class ConfigError(ValueError):
-    """A config file, a key or an override is invalid; the message names the key and the file."""
+    """A config file, a key or an override is invalid; the message names the key and the file.
+
+    ``key``: the dotted config key the error is about (e.g. ``'DATA_CONFIG.MAX_SWEEPS'``) when known, so that the
+    loader can add the file that set it; ``related``: other keys involved (their files are named too).
+    """
+
+    def __init__(self, message, key=None, related=()):
+        super().__init__(message)
+        self.key = key
+        self.related = tuple(related)
 
 
 class KDConfigError(ConfigError):

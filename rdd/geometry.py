@@ -5,16 +5,29 @@ cell ``(i, j)`` covers ``x in [x_min + j*sx, x_min + (j+1)*sx)`` and ``y in [y_m
 with ``sx = voxel_size_x * feature_map_stride`` metres. *Cell coordinates* are continuous and edge-based:
 ``u = (x - x_min) / sx`` is 0 at the left edge of column 0, ``j + 0.5`` at the centre of column ``j`` (the
 encoding CenterPoint's ``center`` offsets use: cell index ``floor(u)`` plus offset ``u - floor(u)``).
+
+A leaf module (imports only :mod:`rdd.errors`): the config schema, the models, the datasets and the KD losses all
+describe grids with it. A voxel grid is a ``BEVGrid`` with ``feature_map_stride`` 1.
 """
 from dataclasses import dataclass
 from typing import Tuple
 
 import numpy as np
 
-from rdd.config import voxel_processor_cfg
 from rdd.errors import ConfigError
 
-__all__ = ['BEVGrid']
+__all__ = ['BEVGrid', 'voxel_processor_cfg']
+
+
+def voxel_processor_cfg(data_cfg) -> dict:
+    """The ``transform_points_to_voxels`` entry of ``DATA_CONFIG.DATA_PROCESSOR`` (voxel size and limits).
+
+    Raises :class:`ConfigError` when the config has none.
+    """
+    for entry in data_cfg.get('DATA_PROCESSOR', None) or []:
+        if entry.get('NAME') == 'transform_points_to_voxels':
+            return entry
+    raise ConfigError("DATA_CONFIG.DATA_PROCESSOR has no 'transform_points_to_voxels' entry (needed for VOXEL_SIZE)")
 
 
 @dataclass(frozen=True)
@@ -60,8 +73,9 @@ class BEVGrid:
                    int(feature_map_stride))
 
     @classmethod
-    def from_dataset(cls, dataset, feature_map_stride):
-        """From anything with ``point_cloud_range`` and ``voxel_size`` (a dataset, ``model_geometry(cfg)``)."""
+    def from_dataset(cls, dataset, feature_map_stride=1):
+        """From anything with ``point_cloud_range`` and ``voxel_size`` (a dataset, ``model_geometry(cfg)``); with
+        the default stride 1 it is the dataset's voxel grid."""
         return cls(tuple(np.asarray(dataset.point_cloud_range, dtype=np.float64).tolist()),
                    tuple(float(v) for v in dataset.voxel_size), int(feature_map_stride))
 
@@ -105,6 +119,12 @@ class BEVGrid:
         return (self.map_size == other.map_size
                 and all(abs(a - b) < 1e-5 for a, b in zip((self.x_min, self.y_min), (other.x_min, other.y_min)))
                 and all(abs(a - b) < 1e-9 for a, b in zip(self.cell_size, other.cell_size)))
+
+    def same_voxels(self, other: 'BEVGrid') -> bool:
+        """Same voxelisation: point-cloud range (1e-5 m) and voxel size (1e-6 m) on all three axes, so points
+        voxelised for one grid are the voxels of the other (the stride is not compared)."""
+        return (np.allclose(np.asarray(self.voxel_size), np.asarray(other.voxel_size), atol=1e-6)
+                and np.allclose(np.asarray(self.point_cloud_range), np.asarray(other.point_cloud_range), atol=1e-5))
 
     def metric_to_cell(self, x, y):
         """Metres -> continuous edge-based cell coordinates ``(u, v)`` (column, row); works on numbers, numpy

@@ -17,9 +17,14 @@ pcdet's own classes keep their names: an existing entry bound to a different cla
 rdd's own registries under the same names, so one student config builds the same model in both frameworks; a
 config naming them fails loudly in OpenPCDet without the plugin (unknown name) instead of building other shapes.
 """
+import importlib
+import importlib.util
 import logging
 
+import rdd.distill  # noqa: F401  (registers the Distiller and the KD losses)
+from rdd.distill.registry import KD_LOSSES
 from rdd.errors import PluginConflictError
+from rdd.models.registries import BACKBONES_2D, BACKBONES_3D, DENSE_HEADS, DETECTORS, OPENPCDET_PLUGIN_NAMES
 
 _LOG = logging.getLogger(__name__)
 
@@ -34,16 +39,12 @@ PCDET_REGISTRY_MODULES = {
 
 def plugin_entries():
     """``{registry name: {class name: class}}`` that :func:`register` inserts."""
-    from rdd.distill import Distiller
-    from rdd.distill.registry import KD_LOSSES
-    from rdd.models.backbones_2d import BaseBEVBackboneWidth
-    from rdd.models.backbones_3d import VoxelResBackBone8xWidth
-    from rdd.models.dense_heads import CenterHead
+    names = OPENPCDET_PLUGIN_NAMES
     return {
-        'detectors': {'Distiller': Distiller},
-        'backbones_3d': {'VoxelResBackBone8xWidth': VoxelResBackBone8xWidth},
-        'backbones_2d': {'BaseBEVBackboneWidth': BaseBEVBackboneWidth},
-        'dense_heads': {'CenterHeadRDD': CenterHead},
+        'detectors': {n: DETECTORS.get(n) for n in names['NAME']},  # Distiller.from_config
+        'backbones_3d': {n: BACKBONES_3D.get(n) for n in names['BACKBONE_3D']},
+        'backbones_2d': {n: BACKBONES_2D.get(n) for n in names['BACKBONE_2D']},
+        'dense_heads': {n: DENSE_HEADS.get(n) for n in names['DENSE_HEAD']},
         'kd_losses': {name: KD_LOSSES.get(name) for name in KD_LOSSES},
     }
 
@@ -80,7 +81,6 @@ def register(pcdet_registries):
 
 def pcdet_registries():
     """pcdet's registry dicts, or None when ``pcdet.models`` cannot be imported (no CUDA ops, not installed)."""
-    import importlib
     try:
         return {name: importlib.import_module(mod).__all__ for name, mod in PCDET_REGISTRY_MODULES.items()}
     except Exception as exc:  # ImportError, or OSError / RuntimeError from pcdet's compiled extensions
@@ -90,7 +90,6 @@ def pcdet_registries():
 
 def register_with_pcdet():
     """Register into pcdet when it is importable; returns what was inserted, or None."""
-    import importlib.util
     if importlib.util.find_spec('pcdet') is None:
         return None
     regs = pcdet_registries()

@@ -29,11 +29,13 @@ class Registry:
     Args:
         name: what the registry holds, for messages (e.g. ``'KD loss'``).
         config_key: the config key whose value is looked up (e.g. ``'MODEL.KD_LOSSES[i].NAME'``), for messages.
+        hint: appended to the unknown-name error (e.g. where else names get registered).
     """
 
-    def __init__(self, name: str, config_key: Optional[str] = None):
+    def __init__(self, name: str, config_key: Optional[str] = None, hint: Optional[str] = None):
         self.name = name
         self.config_key = config_key
+        self.hint = hint
         self._objects: Dict[str, Callable] = {}
 
     def _add(self, name: str, obj: Callable) -> None:
@@ -60,7 +62,8 @@ class Registry:
         """The object registered as ``name``; :class:`RegistryError` naming the key and listing known names."""
         if name not in self._objects:
             key = f'{self.config_key} ' if self.config_key else ''
-            raise RegistryError(f'unknown {self.name} {key}{name!r}; known: {sorted(self._objects)}')
+            hint = f' ({self.hint})' if self.hint else ''
+            raise RegistryError(f'unknown {self.name} {key}{name!r}; known: {sorted(self._objects)}{hint}')
         return self._objects[name]
 
     def __contains__(self, name) -> bool:

@@ -6,7 +6,7 @@ from easydict import EasyDict
 from kd_context_helpers import context, grid
 from rdd.distill.baselines import FGLoss
 from rdd.errors import ConfigError, KDConfigError
-from rdd.models.dense_heads.centernet_utils import assign_targets
+from rdd.models.dense_heads.targets import TargetParams, assign_targets
 
 GRID = grid(2.0)  # 2 m cells over +-8 m: 8 x 8 maps, cell (row i, col j) centred at (-7 + 2j, -7 + 2i)
 
@@ -16,8 +16,7 @@ def car_targets(boxes):
     gt = torch.zeros(1, max(len(boxes), 1), 10)
     for m, box in enumerate(boxes):
         gt[0, m] = torch.tensor(box)
-    return assign_targets(gt, ['car'], [['car']], (8, 8), GRID.point_cloud_range, GRID.voxel_size,
-                          GRID.feature_map_stride, gaussian_overlap=0.1, min_radius=2)
+    return assign_targets(gt, ['car'], [['car']], (8, 8), GRID, TargetParams(gaussian_overlap=0.1, min_radius=2))
 
 
 # one car 2 m x 1 m at (-1, 1): centre cell (row 4, col 3); its gaussian radius is below MIN_RADIUS, so 2

@@ -8,7 +8,7 @@ from easydict import EasyDict
 from kd_context_helpers import HEAD_CH, context, grid
 from rdd.distill.baselines import LADLoss
 from rdd.errors import ConfigError
-from rdd.models.dense_heads.centernet_utils import assign_targets
+from rdd.models.dense_heads.targets import assign_targets
 
 GRID = grid(2.0)  # 2 m cells over +-8 m: 8 x 8 maps, cell (row i, col j) centred at (-7 + 2j, -7 + 2i)
 CAR = [-1.0, 1.0, 0.0, 4.0, 2.0, 1.5, 0.0, 0.0, 0.0, 1.0]  # centre cell (row 4, col 3), corner (-2, 0)
@@ -44,8 +44,7 @@ def test_teacher_picks_the_cell_and_the_targets_follow():
     assert out['gt_assigned_cells'].tolist() == [[4 * 8 + 4, -1, -1]]  # (4, 4) beats the centre cell (4, 3)
     loss, tb = lad({}, {}, out)
     assert float(loss) == 0.0 and tb['lad_moved'] == 1.0 and tb['lad_quality'] == pytest.approx(0.9, rel=1e-4)
-    t = assign_targets(gt, ['car'], [['car']], (8, 8), GRID.point_cloud_range, GRID.voxel_size, 1,
-                       assigned_cells=out['gt_assigned_cells'])
+    t = assign_targets(gt, ['car'], [['car']], (8, 8), GRID, assigned_cells=out['gt_assigned_cells'])
     assert t['inds'][0][0, 0] == 36 and t['masks'][0][0].tolist()[:2] == [1, 0]
     assert t['target_boxes'][0][0, 0, :2].tolist() == [-0.5, 0.5]  # centre (3.5, 4.5) cells minus corner (4, 4)
     heat = t['heatmaps'][0][0, 0]
@@ -77,7 +76,7 @@ def test_no_gt_no_teacher_signal():
 
 def test_head_target_path_hook():
     gt = gt_batch(CAR, [5.0, -5.0, 0.0, 2.0, 2.0, 1.5, 0.0, 0.0, 0.0, 1.0], pad=0)
-    args = (['car'], [['car']], (8, 8), GRID.point_cloud_range, GRID.voxel_size, 1)
+    args = (['car'], [['car']], (8, 8), GRID)
     plain = assign_targets(gt, *args)
     same = assign_targets(gt, *args, assigned_cells=torch.tensor([[-1]]))  # M' = 1 < M = 2: the rest -1
     for key in plain:

@@ -138,7 +138,7 @@ def test_misspelt_model_key_names_key_and_file(tmp_path):
                 "_BASE_CONFIG_: configs/cp_voxel_0075.yaml\nMODEL:\n  BACKBONE_2D:\n    WIDHT: 0.5\n")
     with pytest.raises(ConfigError) as err:
         cfg_from_yaml_file(bad)
-    assert "MODEL.BACKBONE_2D.WIDHT" in str(err.value) and "typo.yaml" in str(err.value)
+    assert "MODEL.BACKBONE_2D: unknown key(s) ['WIDHT']" in str(err.value) and "typo.yaml" in str(err.value)
 
 
 def test_missing_required_key(tmp_path):

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from reference_utils import COMPAT, REPO, compat_json, model_cfg_dict
-from rdd.models import build_model, build_network, model_geometry, UnknownDetectorError
+from rdd.errors import ConfigError, RegistryError
+from rdd.models import build_model, build_network, model_geometry
 
 needs_compat = pytest.mark.skipif(not COMPAT.is_dir(), reason=f'reference files absent: {COMPAT}')
 
@@ -98,26 +99,26 @@ def test_model_geometry_errors_name_the_key():
     cfg = model_cfg_dict('teacher_0075')
     cfg.DATA_CONFIG.DATA_PROCESSOR = [p for p in cfg.DATA_CONFIG.DATA_PROCESSOR
                                       if p.NAME != 'transform_points_to_voxels']
-    with pytest.raises(KeyError, match='transform_points_to_voxels'):
+    with pytest.raises(ConfigError, match='transform_points_to_voxels'):
         model_geometry(cfg)
     cfg = model_cfg_dict('teacher_0075')
     del cfg.DATA_CONFIG['POINT_FEATURE_ENCODING']
-    with pytest.raises(KeyError, match='POINT_FEATURE_ENCODING'):
+    with pytest.raises(ConfigError, match='POINT_FEATURE_ENCODING'):
         model_geometry(cfg)
 
 
 def test_unknown_names_are_errors_listing_known():
     cfg = model_cfg_dict('teacher_0075')
     cfg.MODEL.NAME = 'CenterPiont'
-    with pytest.raises(UnknownDetectorError, match="CenterPiont.*CenterPoint"):
+    with pytest.raises(RegistryError, match="MODEL.NAME 'CenterPiont'.*CenterPoint"):
         build_model(cfg)
     cfg = model_cfg_dict('teacher_0075')
     cfg.MODEL.BACKBONE_3D.NAME = 'VoxelBackBone9x'
-    with pytest.raises(ValueError, match='VoxelBackBone9x.*VoxelResBackBone8x'):
+    with pytest.raises(RegistryError, match="MODEL.BACKBONE_3D.NAME 'VoxelBackBone9x'.*VoxelResBackBone8x"):
         build_model(cfg)
     cfg = model_cfg_dict('teacher_0075')
     cfg.MODEL.ROI_HEAD = {'NAME': 'VoxelRCNNHead'}
-    with pytest.raises(ValueError, match='ROI_HEAD'):
+    with pytest.raises(ConfigError, match='ROI_HEAD'):
         build_model(cfg)
 
 

@@ -2,7 +2,7 @@
 
 OpenPCDet's loading, registries, network building and non-strict checkpoint loading are simulated in
 ``pcdet_sim.py`` (facts from OpenPCDet's code, cited there); rdd's side is the real code: the shipped configs,
-``tools/export_student.py`` / :mod:`rdd.export` and :mod:`rdd.plugin`.
+``tools/export_student.py`` / :mod:`rdd.engine.export` and :mod:`rdd.plugin`.
 """
 import os
 from pathlib import Path
@@ -13,7 +13,7 @@ import torch
 from pcdet_sim import pcdet_build_network, pcdet_cfg_from_yaml_file, pcdet_load_params, pcdet_registries
 from reference_utils import COMPAT
 from rdd.config import ConfigError, cfg_from_yaml_file
-from rdd.export import export_student
+from rdd.engine.export import export_student
 from rdd.models import build_model, model_geometry
 from rdd.models.checkpoint import CheckpointError
 
@@ -115,7 +115,7 @@ def test_a_config_that_would_half_load_is_refused(tmp_path):
     flat = tmp_path / 'flat_width.yaml'  # what a flattening without the check would give OpenPCDet
     import yaml
     from rdd.config import load_config_with_origin
-    from rdd.export import flat_config_dict
+    from rdd.engine.export import flat_config_dict
     raw, _ = load_config_with_origin(old_s)  # merged, not validated
     flat.write_text(yaml.safe_dump(flat_config_dict(raw)))
     _, _, _, (loaded, total, not_updated) = _load_in_pcdet(flat, tmp_path / 's.pth')

@@ -21,7 +21,7 @@ def test_register_inserts_and_keeps_pcdet_classes():
     regs = _registries()
     keep = regs['detectors']['CenterPoint']
     inserted = plugin.register(regs)
-    assert regs['detectors']['Distiller'] is Distiller and regs['detectors']['CenterPoint'] is keep
+    assert regs['detectors']['Distiller'].__self__ is Distiller and regs['detectors']['CenterPoint'] is keep
     assert regs['backbones_3d']['VoxelResBackBone8xWidth'] is VoxelResBackBone8xWidth
     assert regs['backbones_3d']['VoxelResBackBone8x'] is object
     assert regs['backbones_2d']['BaseBEVBackboneWidth'] is BaseBEVBackboneWidth and 'CenterHeadRDD' in regs['dense_heads']
@@ -53,16 +53,15 @@ def test_import_without_pcdet_is_a_noop():
 
 def test_plugin_names_are_rdd_names_too():
     """The names the plugin gives pcdet build the same classes in rdd, without importing the plugin."""
-    from rdd.models.backbones_2d import __all__ as bev_registry
-    from rdd.models.backbones_3d import __all__ as sparse_registry
-    from rdd.models.dense_heads import CenterHead, __all__ as head_registry
+    from rdd.models.registries import BACKBONES_2D, BACKBONES_3D, DENSE_HEADS
+    from rdd.models.dense_heads import CenterHead
     entries = plugin.plugin_entries()
-    for reg_name, registry in (('backbones_3d', sparse_registry), ('backbones_2d', bev_registry),
-                               ('dense_heads', head_registry)):
+    for reg_name, registry in (('backbones_3d', BACKBONES_3D), ('backbones_2d', BACKBONES_2D),
+                               ('dense_heads', DENSE_HEADS)):
         for name, cls in entries[reg_name].items():
-            assert registry[name] is cls, (reg_name, name)
-    assert head_registry['CenterHeadRDD'] is CenterHead
-    assert sparse_registry['VoxelResBackBone8x'] is not VoxelResBackBone8xWidth
+            assert registry.get(name) is cls, (reg_name, name)
+    assert DENSE_HEADS.get('CenterHeadRDD') is CenterHead
+    assert BACKBONES_3D.get('VoxelResBackBone8x') is not VoxelResBackBone8xWidth
 
 
 def test_distiller_builds_from_a_pcdet_loaded_config(tmp_path, monkeypatch):

@@ -254,7 +254,8 @@ def test_histogram_hook_writes_every_interval(tmp_path):
     ``hist_interval``, under ``train/kd/<key>/<name>``; ScalarWriter writes them to TensorBoard."""
     from types import SimpleNamespace
 
-    from rdd.engine.logging_utils import ScalarWriter, log_kd_histograms
+    from rdd.engine.hooks import KDHistogramHook
+    from rdd.engine.logging_utils import ScalarWriter
 
     class Writer:
         def __init__(self):
@@ -265,14 +266,15 @@ def test_histogram_hook_writes_every_interval(tmp_path):
     gen = torch.Generator().manual_seed(5)
     loss_fn = RDDLoss.from_config({'LOG_HIST_INTERVAL': 2}, ctx16()).train()
     _, tb = loss_fn(random_outputs(gen), random_outputs(gen))
-    trainer = SimpleNamespace(writer=Writer(), rank=0, core_model=SimpleNamespace(kd_losses={'RDDLoss': loss_fn}))
+    hook = KDHistogramHook(Writer())
+    trainer = SimpleNamespace(rank=0, core_model=SimpleNamespace(kd_losses={'RDDLoss': loss_fn}))
     for it in range(5):
-        log_kd_histograms(trainer, {'it': it})
+        hook.after_step(trainer, {'it': it})
     n = round(tb['rdd_pairs'] * 2)
-    assert trainer.writer.calls == [('train/kd/RDDLoss/rdd_disparity', 2, n), ('train/kd/RDDLoss/rdd_disparity', 4, n)]
+    assert hook.writer.calls == [('train/kd/RDDLoss/rdd_disparity', 2, n), ('train/kd/RDDLoss/rdd_disparity', 4, n)]
     trainer.rank = 1  # other ranks write nothing
-    log_kd_histograms(trainer, {'it': 5})
-    assert len(trainer.writer.calls) == 2
+    hook.after_step(trainer, {'it': 5})
+    assert len(hook.writer.calls) == 2
     writer = ScalarWriter(tb_dir=tmp_path)
     writer.add_histogram('train/kd/RDDLoss/rdd_disparity', loss_fn.histograms['rdd_disparity'], 2)
     writer.close()

@@ -6,7 +6,7 @@ IN.pth holds a Distiller state (``student.*`` and ``kd_losses.*`` keys, never th
 OpenPCDet's format ``{'model_state', 'epoch', 'it', 'version'}`` with the bare student keys; OUT.yaml beside it is
 the student's config with every ``_BASE_CONFIG_`` resolved and written out, so OpenPCDet's ``test.py`` reads it
 from any working directory. The pair is checked (the config read back, the student built from it, the
-checkpoint loaded strictly) before anything is written; see ``rdd/export.py``. The teacher checkpoint is not
+checkpoint loaded strictly) before anything is written; see ``rdd/engine/export.py``. The teacher checkpoint is not
 needed.
 """
 import argparse
@@ -19,7 +19,7 @@ from rdd.datasets.cli import run_cli  # noqa: E402
 
 
 def main(argv=None):
-    from rdd.export import export_student
+    from rdd.engine.export import export_student
     from rdd.models.checkpoint import CheckpointError
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--cfg_file', '--cfg', dest='cfg_file', required=True, help='the distillation config')

@@ -62,7 +62,7 @@ def main(argv=None):
 
     import torch
     from rdd.config import cfg_from_list, cfg_from_yaml_file
-    from rdd.models.complexity import profile_model
+    from rdd.engine.profiling import profile_model
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.points:

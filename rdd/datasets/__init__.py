@@ -1,8 +1,7 @@
 """Datasets: registry, ``build_dataloader`` (OpenPCDet's signature), nuScenes dataset and evaluation.
 
-``DATASETS`` maps ``DATA_CONFIG.DATASET`` names to dataset classes, given lazily as ``'module:Class'`` strings
-(or classes registered with :func:`register_dataset`) so that importing ``rdd.datasets`` stays light.
-A dataset class must follow OpenPCDet's contract:
+``DATASETS`` (:mod:`rdd.datasets.registry`) maps ``DATA_CONFIG.DATASET`` names to dataset classes; importing this
+package registers ``NuScenesDataset``. A dataset class must follow OpenPCDet's contract:
 
 * ``__init__(dataset_cfg, class_names, training=True, root_path=None, logger=None)``;
 * ``__len__``, ``__getitem__(i) -> dict`` of numpy arrays (``points``, ``voxels``, ``voxel_coords`` ``[z, y, x]``,
@@ -15,31 +14,13 @@ A dataset class must follow OpenPCDet's contract:
 * optional ``check_evaluation_inputs()``: raises when ``evaluation`` would fail or score wrongly (bad devkit
   tables, infos covering part of the split); ``tools/test.py`` calls it before inference.
 """
-import importlib
 from functools import partial
 
-DATASETS = {'NuScenesDataset': 'rdd.datasets.nuscenes_dataset:NuScenesDataset'}
+from . import nuscenes_dataset  # noqa: F401  (registers NuScenesDataset)
+from .registry import DATASETS
+from .shared_memory import collate_for_workers, shared_memory_dataloader_class
 
-__all__ = ['DATASETS', 'register_dataset', 'get_dataset_class', 'build_dataloader', 'worker_init_fn']
-
-
-def register_dataset(name):
-    """Class decorator adding a dataset class to ``DATASETS`` under ``name``."""
-    def deco(cls):
-        DATASETS[name] = cls
-        return cls
-    return deco
-
-
-def get_dataset_class(name):
-    """The dataset class registered as ``name`` (``DATA_CONFIG.DATASET``)."""
-    if name not in DATASETS:
-        raise KeyError(f'DATA_CONFIG.DATASET {name!r} is not registered; known: {sorted(DATASETS)}')
-    entry = DATASETS[name]
-    if isinstance(entry, str):
-        module, cls_name = entry.split(':')
-        entry = DATASETS[name] = getattr(importlib.import_module(module), cls_name)
-    return entry
+__all__ = ['DATASETS', 'build_dataloader', 'worker_init_fn']
 
 
 def worker_init_fn(worker_id, seed=None):
@@ -63,6 +44,9 @@ def build_dataloader(dataset_cfg, class_names, batch_size, dist, root_path=None,
                      logger=None, training=True, merge_all_iters_to_one_epoch=False, total_epochs=0):
     """Build ``(dataset, dataloader, sampler)`` as OpenPCDet does.
 
+    With workers, the batch's large numpy arrays (points, voxels) come back through shared memory rather than a
+    pipe (see :mod:`rdd.datasets.shared_memory`); the batches are the same numpy dicts either way.
+
     Args:
         dataset_cfg: DATA_CONFIG (``DATASET`` names the class).
         class_names: list of class names.
@@ -75,17 +59,18 @@ def build_dataloader(dataset_cfg, class_names, batch_size, dist, root_path=None,
         merge_all_iters_to_one_epoch, total_epochs: OpenPCDet's single-long-epoch mode.
     """
     import torch
-    from torch.utils.data import DataLoader, DistributedSampler
+    from torch.utils.data import DistributedSampler
 
-    dataset = get_dataset_class(dataset_cfg.DATASET)(dataset_cfg=dataset_cfg, class_names=class_names,
-                                                     root_path=root_path, training=training, logger=logger)
+    dataset = DATASETS.get(dataset_cfg.DATASET)(dataset_cfg=dataset_cfg, class_names=class_names,
+                                                root_path=root_path, training=training, logger=logger)
     if merge_all_iters_to_one_epoch:
         dataset.merge_all_iters_to_one_epoch(merge=True, epochs=total_epochs)
     sampler = DistributedSampler(dataset, shuffle=training) if dist else None
     generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-    dataloader = DataLoader(dataset, batch_size=batch_size, pin_memory=torch.cuda.is_available(),
-                            num_workers=workers, shuffle=(sampler is None) and training,
-                            collate_fn=dataset.collate_batch, drop_last=False, sampler=sampler, timeout=0,
-                            worker_init_fn=partial(worker_init_fn, seed=seed) if workers > 0 else None,
-                            generator=generator)
+    collate = partial(collate_for_workers, dataset.collate_batch) if workers > 0 else dataset.collate_batch
+    dataloader = shared_memory_dataloader_class()(dataset, batch_size=batch_size, pin_memory=torch.cuda.is_available(),
+                                     num_workers=workers, shuffle=(sampler is None) and training,
+                                     collate_fn=collate, drop_last=False, sampler=sampler, timeout=0,
+                                     worker_init_fn=partial(worker_init_fn, seed=seed) if workers > 0 else None,
+                                     generator=generator)
     return dataset, dataloader, sampler

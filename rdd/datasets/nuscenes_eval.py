@@ -219,7 +219,7 @@ def format_metrics(metrics, class_names):
 
 
 def evaluate_det_annos(det_annos, class_names, data_root, version, split='val', split_file=None, output_path=None,
-                       logger=None, verbose=False):
+                       logger=None):
     """Write ``results_nusc.json`` for ``det_annos`` and score it with the devkit.
 
     Args:
@@ -239,7 +239,7 @@ def evaluate_det_annos(det_annos, class_names, data_root, version, split='val', 
     logger = logger or logging.getLogger(__name__)
     output_path = Path(output_path) if output_path is not None else Path(tempfile.mkdtemp(prefix='rdd_nusc_eval_'))
     output_path.mkdir(parents=True, exist_ok=True)
-    nusc = get_nusc(data_root, version, verbose=verbose)
+    nusc = get_nusc(data_root, version)
     if version.endswith('test') and split_file is None:
         sample_tokens, custom, eval_set = None, False, 'test'
     else:
@@ -266,11 +266,11 @@ def evaluate_det_annos(det_annos, class_names, data_root, version, split='val', 
     cfg = config_factory('detection_cvpr_2019')
     if custom:
         evaluator = _sample_tokens_eval_class()(nusc, cfg, str(res_path), sample_tokens, str(output_path),
-                                                verbose=verbose, eval_set=eval_set)
+                                                verbose=False, eval_set=eval_set)
     else:
         from nuscenes.eval.detection.evaluate import DetectionEval
         evaluator = DetectionEval(nusc, config=cfg, result_path=str(res_path), eval_set=eval_set,
-                                  output_dir=str(output_path), verbose=verbose)
+                                  output_dir=str(output_path), verbose=False)
     metrics = evaluator.main(plot_examples=0, render_curves=False)
     result_str, details = format_metrics(metrics, class_names)
     logger.info('\n%s', result_str)

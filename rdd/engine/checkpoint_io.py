@@ -10,6 +10,7 @@ import tempfile
 
 import torch
 
+import rdd
 from rdd.errors import CheckpointError, CheckpointWriteError
 from rdd.models.checkpoint import load_state_dict_strict, read_checkpoint
 
@@ -23,7 +24,6 @@ def unwrap_model(model):
 
 
 def version_string():
-    import rdd
     return f'rdd+{rdd.__version__}'
 
 

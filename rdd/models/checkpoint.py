@@ -52,7 +52,7 @@ def read_model_state(path):
 
 def spconv_weight_keys(model):
     """Names (``'<module>.weight'``) of every spconv convolution weight in ``model``."""
-    from rdd.ops.spconv_compat import spconv
+    from rdd.ops.spconv_compat import spconv  # lazy: spconv is heavy; reading checkpoints does not need it
     return {f'{name}.weight' if name else 'weight' for name, m in model.named_modules()
             if isinstance(m, spconv.conv.SparseConvolution)}
 

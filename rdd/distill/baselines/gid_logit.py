@@ -85,7 +85,7 @@ class GIDLogitLoss(nn.Module):
         p_t = gather_cells(t_hm, b, t_rows, t_cols).sigmoid()
         hm = F.binary_cross_entropy_with_logits(z_s, p_t.to(z_s.dtype), reduction='sum')
         r_s = gather_cells(reg_codes(s_pred, self.layout.head_order), b, rows, cols)
-        r_t = teacher_codes_at(reg_codes(t_pred, self.layout.head_order).detach(), b, x, y, rows, cols,
+        r_t = teacher_codes_at(reg_codes(t_pred, self.layout.head_order).detach(), (b, x, y, rows, cols),
                                self.teacher_grid, self.student_grid, self.slices['center'])
         reg = ((r_s - r_t.to(r_s.dtype)).abs() * self.code_weights.to(r_s.dtype)).sum()
         return hm, reg

@@ -74,12 +74,13 @@ def decode_codes(codes, rows, cols, grid, slices):
                         torch.atan2(rot[:, 1], rot[:, 0])], dim=1)
 
 
-def teacher_codes_at(t_reg, b, x, y, s_rows, s_cols, t_grid, s_grid, center):
+def teacher_codes_at(t_reg, cells, t_grid, s_grid, center):
     """The teacher's regression codes for student cells, across grids.
 
     Args:
         t_reg: (B, D, Ht, Wt) teacher codes on ``t_grid``.
-        b: (N,) int64 samples; x, y: (N,) metric points; s_rows, s_cols: (N,) int64 student cells.
+        cells: ``(b, x, y, s_rows, s_cols)``, each (N,): samples (int64), metric points (m) and the student cells
+            (int64) holding them.
         t_grid, s_grid: the two BEVGrids. center: slice of the ``center`` offsets in the codes.
     Returns:
         (N, D): on the same grid, the codes at the student cells themselves; otherwise the codes at the teacher
@@ -87,6 +88,7 @@ def teacher_codes_at(t_reg, b, x, y, s_rows, s_cols, t_grid, s_grid, center):
         predicted centre in metres, in student cell units, minus the student cell's corner); the other codes do
         not depend on the grid.
     """
+    b, x, y, s_rows, s_cols = cells
     if t_grid.same_as(s_grid):
         return gather_cells(t_reg, b, s_rows, s_cols)
     t_rows, t_cols = cells_holding(x, y, t_grid, t_reg.shape[2], t_reg.shape[3])

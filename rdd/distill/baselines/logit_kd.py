@@ -81,8 +81,8 @@ class LogitKDLoss(nn.Module):
         x, y = self.student_grid.cell_to_metric(cols.to(t_reg.dtype) + target_boxes[..., 0].to(t_reg.dtype),
                                                 rows.to(t_reg.dtype) + target_boxes[..., 1].to(t_reg.dtype))
         b = torch.arange(bsz, device=inds.device)[:, None].expand(bsz, k)
-        codes = teacher_codes_at(t_reg, b.reshape(-1), x.reshape(-1), y.reshape(-1), rows.reshape(-1),
-                                 cols.reshape(-1), self.teacher_grid, self.student_grid, self.slices['center'])
+        cells = tuple(v.reshape(-1) for v in (b, x, y, rows, cols))
+        codes = teacher_codes_at(t_reg, cells, self.teacher_grid, self.student_grid, self.slices['center'])
         return codes.view(bsz, k, -1)
 
     def forward(self, teacher, student, batch_dict):

@@ -62,7 +62,7 @@ class RDDLoss(nn.Module):
         teacher / student: :class:`rdd.distill.context.ModelFacts` (grid, ``spatial_features_2d`` width, head).
     Parameters: ``psi`` (:class:`StudentAdapter`, training-only). After each training forward,
     :attr:`histograms` holds ``{'rdd_disparity': (P,) d of every pair}`` for the logging hook
-    (``rdd.engine.logging_utils.log_kd_histograms``, every :attr:`hist_interval` iterations).
+    (``rdd.engine.hooks.KDHistogramHook``, every :attr:`hist_interval` iterations).
     """
     REQUIRES = ('features', 'pred_dicts')  # no decoded boxes: proposals come from the raw heatmaps
     feature_keys = (FEATURE_KEY,)

@@ -14,7 +14,9 @@ from functools import partial
 import numpy as np
 import torch.nn as nn
 
-from rdd.config_schema import reject_refused_keys
+from rdd.config_schema.model import MODEL_SECTIONS
+from rdd.config_schema.sections import reject_refused_keys
+from rdd.models.registries import BACKBONES_3D
 from rdd.ops.spconv_compat import spconv
 
 DEFAULT_NUM_FILTERS = (16, 16, 32, 64, 128, 128)
@@ -87,6 +89,7 @@ class SparseBasicBlock(spconv.SparseModule):
         return out.replace_feature(self.relu(out.features + identity.features))
 
 
+@BACKBONES_3D.register()
 class VoxelResBackBone8x(nn.Module):
     """Sparse 3D backbone, overall stride 8 in x/y (z: 41 -> 21 -> 11 -> 5 -> 2 on nuScenes).
 
@@ -148,7 +151,7 @@ class VoxelResBackBone8x(nn.Module):
 
     def num_filters_of(self, model_cfg):
         """The six stage widths (conv_input, conv1..4, conv_out) this class builds for ``model_cfg``."""
-        reject_refused_keys(self.CONFIG_NAME, model_cfg, 'MODEL.BACKBONE_3D')
+        reject_refused_keys(MODEL_SECTIONS[self.CONFIG_NAME], model_cfg, 'MODEL.BACKBONE_3D')
         return list(DEFAULT_NUM_FILTERS)
 
     def forward(self, batch_dict):
@@ -159,6 +162,9 @@ class VoxelResBackBone8x(nn.Module):
         (2, H/8, W/8) on nuScenes), ``encoded_spconv_tensor_stride`` = 8, ``multi_scale_3d_features``
         (x_conv1..4) and ``multi_scale_3d_strides`` (1, 2, 4, 8).
         """
+        if batch_dict['voxel_features'].shape[0] == 0:  # spconv would stop with '!empty() assert faild'
+            raise ValueError(f"VoxelResBackBone8x: the batch has no voxels (frames "
+                             f"{list(batch_dict.get('frame_id', ['?']))}): no point inside POINT_CLOUD_RANGE")
         x = spconv.SparseConvTensor(
             features=batch_dict['voxel_features'],
             indices=batch_dict['voxel_coords'].int(),
@@ -180,6 +186,7 @@ class VoxelResBackBone8x(nn.Module):
         return batch_dict
 
 
+@BACKBONES_3D.register()
 class VoxelResBackBone8xWidth(VoxelResBackBone8x):
     """:class:`VoxelResBackBone8x` with SparseKD's channel scaling: filters ``int(c * WIDTH)`` of ``NUM_FILTERS``
     (default [16, 16, 32, 64, 128, 128]; ``WIDTH`` default 1). Same modules and key names, other widths; e.g.

@@ -26,6 +26,15 @@ from pathlib import Path
 
 import yaml
 
+from rdd.config import cfg_from_yaml_file
+from rdd.datasets.nuscenes_dataset import resolve_data_path
+from rdd.distill import student_state_from_distiller
+from rdd.engine.checkpoint_io import save_checkpoint
+from rdd.errors import CheckpointError
+from rdd.models import build_model
+from rdd.models.checkpoint import load_state_dict_strict, read_checkpoint
+from rdd.models.registries import OPENPCDET_PLUGIN_NAMES
+
 # rdd's own keys of a loaded config (OpenPCDet's global cfg has its own ROOT_DIR, which a file must not replace)
 BOOKKEEPING_KEYS = ('ROOT_DIR', 'CFG_FILE', 'EXP_GROUP_PATH', 'TAG', 'LOCAL_RANK')
 BASE_KEY = '_BASE_CONFIG_'
@@ -52,7 +61,6 @@ def flat_config_dict(cfg) -> dict:
     """A loaded (base-resolved) config as a plain dict that needs no other file: no ``_BASE_CONFIG_``, no
     bookkeeping keys, ``DATA_CONFIG.DATA_PATH`` / ``SPLIT_FILE`` absolute (resolved as rdd resolves them:
     relative to the repository root)."""
-    from rdd.datasets.nuscenes_dataset import resolve_data_path
 
     flat = _plain_without_bases(dict(cfg))
     for key in BOOKKEEPING_KEYS:
@@ -67,9 +75,7 @@ def flat_config_dict(cfg) -> dict:
 
 def plugin_module_names(model_cfg) -> list:
     """``MODEL`` section NAMEs that OpenPCDet knows only through ``import rdd.plugin``."""
-    from rdd.plugin import plugin_entries
-
-    plugin_names = {name for items in plugin_entries().values() for name in items}
+    plugin_names = {name for names in OPENPCDET_PLUGIN_NAMES.values() for name in names}
     names = [model_cfg.get('NAME')] + [sec.get('NAME') for sec in model_cfg.values() if isinstance(sec, dict)]
     return [n for n in names if n in plugin_names]
 
@@ -105,10 +111,6 @@ def _write_temporary(path: Path, text: str) -> str:
 def _check_pair(cfg_file, state):
     """Build the student from ``cfg_file`` with rdd's loader and load ``state`` strictly (raises on any
     missing, unexpected or mis-shaped key)."""
-    from rdd.config import cfg_from_yaml_file
-    from rdd.models import build_model
-    from rdd.models.checkpoint import load_state_dict_strict
-
     model = build_model(cfg_from_yaml_file(cfg_file))
     load_state_dict_strict(model, state, strict=True)
 
@@ -120,11 +122,6 @@ def export_student(kd_cfg_file, ckpt_path, out_path) -> ExportedStudent:
     whole config. ``ckpt_path`` a Distiller checkpoint. Raises ValueError for a config or checkpoint that is not a
     Distiller's, ConfigError (a ValueError) / CheckpointError when the student config and state do not fit.
     """
-    from rdd.config import cfg_from_yaml_file
-    from rdd.distill import student_state_from_distiller
-    from rdd.engine.checkpoint_io import save_checkpoint
-    from rdd.models.checkpoint import CheckpointError, read_checkpoint
-
     cfg = cfg_from_yaml_file(kd_cfg_file)
     if cfg.MODEL.get('NAME') != 'Distiller':
         raise ValueError(f'{kd_cfg_file}: MODEL.NAME is {cfg.MODEL.get("NAME")!r}, expected a Distiller config')
