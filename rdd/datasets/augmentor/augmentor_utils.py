@@ -135,7 +135,7 @@ _SINGLE_THREAD_ENTRIES = 32767  # torch runs an op on one thread below 32768 ele
 def _exact_in_boxes(points, boxes):
     """``rdd.ops`` point-in-box test of ``points (K, 3+)`` and float32 ``boxes (M, 7)``, in chunks of points small
     enough that no torch op uses more than one thread (the result does not depend on the chunking)."""
-    from rdd.ops.points_in_boxes import points_in_boxes_mask as exact
+    exact = _mask
     xyz = np.ascontiguousarray(points[:, :3], dtype=np.float32)
     step = max(1, _SINGLE_THREAD_ENTRIES // max(1, len(boxes)))
     if len(xyz) <= step:

@@ -88,7 +88,7 @@ class Voxelizer:
             is_numpy = isinstance(points, np.ndarray)
             pts = np.ascontiguousarray(points if is_numpy else points.detach().numpy(), dtype=np.float32)
             self._check_shape(pts.shape)
-            from rdd.ops.point_to_voxel import cpu_point_to_voxel
+            from rdd.ops.point_to_voxel import cpu_point_to_voxel  # lazy: imports spconv (heavy)
             table = cpu_point_to_voxel(self.voxel_size, self.point_cloud_range)
             voxels, coords, num, point_voxel_id = table(pts, self.max_num_voxels, self.max_points_per_voxel)
             if len(voxels) >= self.max_num_voxels:
