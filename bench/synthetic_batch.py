@@ -10,7 +10,7 @@ import torch
 
 
 def make_batch(cfg, sweeps=1, batch_size=1, num_boxes=20, seed=0):
-    from rdd.config import voxel_processor_cfg
+    from rdd.geometry import voxel_processor_cfg
     from rdd.datasets.processor.voxelizer import Voxelizer, voxelize_batch
     from rdd.datasets.synthetic import make_point_cloud
     pcr = np.asarray(cfg.DATA_CONFIG.POINT_CLOUD_RANGE, dtype=np.float32)

@@ -110,7 +110,7 @@ def test_non_finite_points_are_dropped_and_logged(mini, caplog):
 def test_backbone_given_no_voxels_names_the_frames():
     from rdd.config import cfg_from_yaml_file
     from rdd.models import build_model
-    from rdd.datasets.nuscenes_dataset import REPO_ROOT
+    from rdd.config import ROOT_DIR as REPO_ROOT
     model = build_model(cfg_from_yaml_file(REPO_ROOT / 'tests' / 'configs' / 'tiny_teacher.yaml')).eval()
     batch = {'batch_size': 1, 'voxels': torch.zeros((0, 5, 5)), 'voxel_num_points': torch.zeros((0,), dtype=torch.int32),
              'voxel_coords': torch.zeros((0, 4), dtype=torch.int32), 'frame_id': np.array(['lidar_000123'])}

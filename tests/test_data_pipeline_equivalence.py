@@ -12,7 +12,8 @@ import torch
 
 import reference_data_pipeline as ref
 from rdd.datasets.augmentor import DataBaseSampler
-from rdd.datasets.nuscenes_dataset import REPO_ROOT, NuScenesDataset
+from rdd.config import ROOT_DIR as REPO_ROOT
+from rdd.datasets.nuscenes_dataset import NuScenesDataset
 from rdd.datasets.processor import Voxelizer
 
 from test_dataset_helpers import CLASS_NAMES, make_cfg, make_mini_root
