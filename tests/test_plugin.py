@@ -123,4 +123,5 @@ def test_shipped_kd_configs_build_through_the_plugin(name, shipped_teacher_ckpts
         [(k[len('student.'):], v.shape) for k, v in d.state_dict().items() if k.startswith('student.')]
     rdd = [m for m in d.kd_losses.values() if isinstance(m, RDDLoss)]
     assert len(rdd) == 1 and rdd[0].cfg == RDDConfig() == parse_section(RDDConfig, {}, 'RDDLoss')
-    assert d.kd_context.teacher.grid.same_as(d.kd_context.student.grid)
+    from rdd.distill.context import ModelFacts
+    assert ModelFacts.from_model(d.teacher).grid.same_as(ModelFacts.from_model(d.student).grid)

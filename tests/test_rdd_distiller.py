@@ -10,7 +10,7 @@ PAPER = [{'NAME': 'RDDLoss', 'WEIGHT': 1.0}]  # DESIGN.md 4.1 defaults
 
 def test_paper_config_needs_no_decoded_boxes(tiny_teacher_ckpt):
     d = build_distiller(kd_cfg(tiny_teacher_ckpt, losses=PAPER))
-    assert not d.need_teacher_boxes and not d.need_student_boxes  # proposals come from the raw heatmaps
+    assert not d.plan.teacher_boxes and not d.plan.student_boxes  # proposals come from the raw heatmaps
 
 
 def test_train_step_forward_backward(tiny_teacher_ckpt):
@@ -40,8 +40,8 @@ def test_train_step_with_a_sample_without_proposals(tiny_teacher_ckpt):
         for maps in out['pred_dicts']:
             hm = maps['hm']
             maps['hm'] = torch.cat([hm[:1], hm[1:] * 0 - 20.0])  # sample 0 keeps its graph
-    facts = d.kd_context
-    for out, side in ((teacher_out, facts.teacher), (student_out, facts.student)):
+    from rdd.distill.context import ModelFacts
+    for out, side in ((teacher_out, ModelFacts.from_model(d.teacher)), (student_out, ModelFacts.from_model(d.student))):
         props = heatmap_proposals(out['pred_dicts'], side.head, side.grid)
         assert len(props) > 0 and not bool((props.batch_idx == 1).any())
     loss_kd, tb = d.kd_forward(teacher_out, student_out, batch)

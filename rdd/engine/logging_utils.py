@@ -69,7 +69,10 @@ class ScalarWriter:
 
     def add_histogram(self, tag, values, step):
         """Write a TensorBoard histogram of ``values`` (a tensor or array; empty: nothing written)."""
-        if not self.enabled or self.tb is None or len(values) == 0:
+        if not self.enabled or len(values) == 0:
+            return
+        self._open()
+        if self.tb is None:
             return
         if hasattr(values, 'detach'):
             values = values.detach().float().cpu().numpy()

@@ -11,7 +11,7 @@ whatever the two grids.
 """
 import torch
 
-from rdd.models.dense_heads.centernet_utils import gaussian_radius
+from rdd.models.dense_heads.targets import gaussian_radius
 
 __all__ = ['region_boxes', 'gaussian_radius_cells']
 
