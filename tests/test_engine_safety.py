@@ -6,6 +6,7 @@ import ctypes
 import logging
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -399,3 +400,19 @@ def test_dataloader_workers_die_with_their_parent(tmp_path):
     if orphaned:
         os.kill(worker, signal.SIGKILL)  # do not leave it sleeping behind the test
     assert not orphaned, 'the DataLoader worker outlived its SIGKILLed parent'
+
+
+def test_evaluation_refuses_a_nonfinite_checkpoint(tmp_path):
+    """tools/test.py's weight loading: a checkpoint with a NaN tensor (e.g. written by another tool) is refused,
+    naming the file and the tensor, and nothing is loaded into the model."""
+    from rdd.engine.test_pipeline import load_weights
+    model = FakeDetector()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    name = next(k for k in state if state[k].is_floating_point())
+    state[name].view(-1)[0] = NAN
+    torch.save({'model_state': state}, tmp_path / 'checkpoint_epoch_3.pth')
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(NonFiniteCheckpointError, match=rf'refusing to evaluate checkpoint .*checkpoint_epoch_3\.pth: '
+                                                       rf'1 tensor with NaN/Inf: {re.escape(name)}'):
+        load_weights(model, str(tmp_path / 'checkpoint_epoch_3.pth'), logging.getLogger('test'))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

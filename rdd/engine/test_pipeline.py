@@ -9,7 +9,8 @@ from rdd.engine import checkpoint_io, cli, dist
 from rdd.engine.evaluator import Evaluator
 from rdd.engine.logging_utils import add_file_handler, create_logger
 from rdd.engine.run_dir import RunDir
-from rdd.errors import CheckpointError, RunDirError
+from rdd.engine.finite import describe_nonfinite, nonfinite_tensors
+from rdd.errors import CheckpointError, NonFiniteCheckpointError, RunDirError
 from rdd.models import build_network
 from rdd.models.checkpoint import load_state_dict_strict, read_model_state
 
@@ -20,9 +21,15 @@ def epoch_id_of(path):
 
 
 def load_weights(model, ckpt_path, logger):
-    """Strictly load the model state of ``ckpt_path`` (clear error listing the keys that do not fit)."""
+    """Strictly load the model state of ``ckpt_path`` (clear error listing the keys that do not fit);
+    NonFiniteCheckpointError naming the file and tensors when it holds NaN / Inf (it would score as garbage)."""
+    state = read_model_state(ckpt_path)
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise NonFiniteCheckpointError(f'refusing to evaluate checkpoint {ckpt_path}: {describe_nonfinite(bad)} '
+                                       f'(the run that wrote it diverged); evaluate an earlier checkpoint')
     try:
-        load_state_dict_strict(model, read_model_state(ckpt_path), strict=True, logger=logger)
+        load_state_dict_strict(model, state, strict=True, logger=logger)
     except CheckpointError as exc:
         raise CheckpointError(f'checkpoint {ckpt_path} does not fit the model of this config:\n{exc}') from exc
 
