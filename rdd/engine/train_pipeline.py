@@ -14,6 +14,13 @@ from rdd.engine.trainer import Trainer, TrainerOptions
 SEED = 666
 
 
+def run_seed(args):
+    """The seed of this run: ``--seed``, else 666 with ``--fix_random_seed``, else None (unseeded)."""
+    if args.seed is not None:
+        return int(args.seed)
+    return SEED if args.fix_random_seed else None
+
+
 def build_train_objects(cfg, args, dist_info, logger):
     """Dataset/loader/sampler, model (SyncBN/DDP as asked), optimizer, scheduler, epochs, per-process batch."""
     from rdd.datasets import build_dataloader
@@ -30,7 +37,7 @@ def build_train_objects(cfg, args, dist_info, logger):
         train_set, train_loader, train_sampler = build_dataloader(
             dataset_cfg=cfg.DATA_CONFIG, class_names=cfg.CLASS_NAMES, batch_size=per_proc,
             dist=dist_info.distributed, workers=args.workers, logger=logger, training=True,
-            total_epochs=epochs, seed=SEED if args.fix_random_seed else None)
+            total_epochs=epochs, seed=run_seed(args))
     except ValueError as exc:  # torch's RandomSampler refuses an empty dataset with a cryptic message
         if 'num_samples' in str(exc):
             raise empty from exc
@@ -105,7 +112,7 @@ def open_run_dir(run_dir, cfg, args, dist_info, per_proc, epochs, logger):
     dist.barrier()
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     add_file_handler(logger, run_dir.output_dir / f'log_train_{stamp}.txt', dist_info.rank)
-    run_info = {'git_sha': git_sha(cli.REPO_ROOT), 'seed': SEED if args.fix_random_seed else None,
+    run_info = {'git_sha': git_sha(cli.REPO_ROOT), 'seed': run_seed(args),
                 'world_size': dist_info.world_size, 'batch_size_per_process': per_proc,
                 'effective_batch_size': per_proc * dist_info.world_size, 'epochs': epochs,
                 'cfg_file': args.cfg_file, 'argv': ' '.join(sys.argv), 'started': stamp}
@@ -140,8 +147,8 @@ def main(argv=None, hooks=()):
 
 
 def _train(cfg, args, dist_info, logger, hooks=()):
-    if args.fix_random_seed:
-        set_random_seed(SEED + dist_info.rank)
+    if run_seed(args) is not None:
+        set_random_seed(run_seed(args) + dist_info.rank)
     (train_set, train_loader, train_sampler, model, optimizer, scheduler, epochs,
      per_proc) = build_train_objects(cfg, args, dist_info, logger)
     run_dir = RunDir(cli.output_root(args, cfg), cfg.EXP_GROUP_PATH, cfg.TAG, args.extra_tag)
