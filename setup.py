@@ -3,6 +3,10 @@
 ``torch`` is asked for as a range so that users with their own CUDA build keep it; on a machine without
 torch, ``make install`` first installs ``torch==2.13.0`` (a CPU wheel here) so pip does not pull a CUDA build.
 GPU users swap the CPU ``spconv`` wheel for their CUDA's (``pip install spconv-cu118``), see README.md.
+
+``opencv-python-headless`` (needed by nuscenes-devkit, unpinned there) is capped below 4.12: its 4.12+ wheels need
+numpy >= 2, so without the cap pip downloads every newer 50-60 MB wheel before settling on 4.11.0.86, the last
+one that works with numpy < 2.
 """
 from setuptools import find_packages, setup
 
@@ -23,6 +27,7 @@ setup(
         "tensorboard",
         "tqdm",
         "nuscenes-devkit==1.2.0",
+        "opencv-python-headless>=4.5.4.58,<4.12",  # >= nuscenes-devkit's floor; 4.12+ needs numpy >= 2
         "shapely>=2.0",
         "pyquaternion",
     ],

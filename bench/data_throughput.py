@@ -26,9 +26,9 @@ sys.path.insert(0, str(REPO))
 def make_root(root, samples):
     from rdd.datasets.gt_database import create_groundtruth_database
     from rdd.datasets.nuscenes_infos import create_nuscenes_infos
-    from rdd.datasets.synthetic import write_synthetic_nuscenes
-    r = write_synthetic_nuscenes(str(root), num_scenes=2, samples_per_scene=samples, version='v1.0-mini',
-                                 overwrite=True)
+    from rdd.datasets.synthetic import clear_synthetic_root, write_synthetic_nuscenes
+    clear_synthetic_root(str(root), 'v1.0-mini')
+    r = write_synthetic_nuscenes(str(root), num_scenes=2, samples_per_scene=samples, version='v1.0-mini')
     create_nuscenes_infos(r.root, r.version)
     create_groundtruth_database(r.root)
     return r

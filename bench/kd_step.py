@@ -67,9 +67,9 @@ class PeakRSS:
 
 def make_batch(cfg, sweeps, num_boxes=20, seed=0):
     """One-sample batch on the KD config's grid (voxelized with rdd's Voxelizer)."""
-    from rdd.config import voxel_processor_cfg
     from rdd.datasets.processor.voxelizer import Voxelizer, voxelize_batch
     from rdd.datasets.synthetic import make_point_cloud
+    from rdd.geometry import voxel_processor_cfg
     from rdd.models import model_geometry
     geom = model_geometry(cfg)
     pcr = geom.point_cloud_range
@@ -101,7 +101,8 @@ def fixed_boxes(n, seed, half_range):
 
 def kd_step(d, batch, proposals):
     """One Distiller training step through its public pieces; returns (tb, teacher_out, student_out)."""
-    half = float(d.kd_context.student_grid.point_cloud_range[3])
+    from rdd.distill.context import ModelFacts
+    half = float(ModelFacts.from_model(d.student).grid.x_max)
     t_out = d.forward_teacher(batch)
     if proposals:
         t_out['boxes'] = [fixed_boxes(100, 1, half)]

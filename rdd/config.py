@@ -15,18 +15,18 @@ the file that introduced it.
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import yaml
 from easydict import EasyDict
 
+from rdd.config_schema import validate_config
+from rdd.errors import ConfigError
+
 ROOT_DIR = Path(__file__).resolve().parent.parent
 BASE_KEY = "_BASE_CONFIG_"
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the key and the file."""
 
 
 def _read_yaml(path: Path) -> dict:
@@ -44,26 +44,36 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def resolve_config_path(name: str, including_file: Optional[Path]) -> Path:
-    """Resolve a ``_BASE_CONFIG_`` (or any config-relative) path.
+def resolve_path(name, search_dirs: Iterable, required: Optional[str] = None) -> Path:
+    """The one resolver of paths written in configs and on command lines.
 
-    Order: absolute path; relative to the directory of ``including_file``; relative to the repository root;
-    relative to ``<root>/configs`` (so OpenPCDet-style ``cfgs/...`` spellings need not be rewritten).
+    ``~`` is expanded; an absolute path is returned as it is (normalised). A relative path is tried against each
+    of ``search_dirs`` in order and the first that exists wins. When none exists: with ``required`` (what the
+    path is, e.g. ``"_BASE_CONFIG_ file 'a.yaml'"``) a :class:`ConfigError` listing the places tried, else the
+    first candidate, so that the caller's own error names where the file was expected.
     """
-    p = Path(name).expanduser()
-    if p.is_absolute():
-        candidates = [p]
-    else:
-        candidates = []
-        if including_file is not None:
-            candidates.append(including_file.parent / p)
-        candidates += [ROOT_DIR / p, ROOT_DIR / "configs" / p]
+    p = Path(os.path.expanduser(str(name)))
+    candidates = [p] if p.is_absolute() else [Path(d) / p for d in search_dirs if d is not None]
+    candidates = [Path(os.path.normpath(c)) for c in candidates] or [Path(os.path.normpath(Path.cwd() / p))]
     for c in candidates:
-        if c.is_file():
-            return c.resolve()
+        if c.exists():
+            return c
+    if required:
+        raise ConfigError(f"{required} not found; tried: {', '.join(str(c) for c in candidates)}")
+    return candidates[0]
+
+
+def config_search_dirs(including_file: Optional[Path]) -> List[Path]:
+    """Where a relative ``_BASE_CONFIG_`` is looked for: the including file's directory, the repository root and
+    ``<root>/configs`` (so OpenPCDet-style ``cfgs/...`` spellings need not be rewritten); never the CWD."""
+    dirs = [including_file.parent] if including_file is not None else []
+    return dirs + [ROOT_DIR, ROOT_DIR / "configs"]
+
+
+def resolve_config_path(name: str, including_file: Optional[Path]) -> Path:
+    """Absolute path of a ``_BASE_CONFIG_`` (:func:`resolve_path` over :func:`config_search_dirs`)."""
     where = f" (included from {including_file})" if including_file else ""
-    tried = ", ".join(str(c) for c in candidates)
-    raise ConfigError(f"{BASE_KEY} file '{name}' not found{where}; tried: {tried}")
+    return resolve_path(name, config_search_dirs(including_file), f"{BASE_KEY} file '{name}'{where}").resolve()
 
 
 def _merge(dst: dict, src: dict, src_file: Optional[Path], origin: Dict[str, Path], prefix: str,
@@ -117,8 +127,6 @@ def cfg_from_yaml_file(cfg_file: str | Path, config: Optional[dict] = None, vali
     """
     cfg, origin = load_config_with_origin(cfg_file)
     if validate:
-        from rdd.config_schema import validate_config
-
         validate_config(cfg, origin, Path(cfg_file).resolve())
     out = config if config is not None else EasyDict()
     out.update(cfg)
@@ -185,32 +193,3 @@ def cfg_from_list(cfg_list: List[str], config: dict) -> dict:
             raise ConfigError(f"--set {key}: key '{key}' does not exist in the config")
         node[last] = _coerce(_parse_value(text), node[last], key)
     return config
-
-
-def voxel_processor_cfg(data_cfg: dict) -> dict:
-    """The ``transform_points_to_voxels`` entry of ``DATA_CONFIG.DATA_PROCESSOR`` (voxel size and limits).
-
-    Raises :class:`ConfigError` when the config has none.
-    """
-    for entry in data_cfg.get("DATA_PROCESSOR", None) or []:
-        if entry.get("NAME") == "transform_points_to_voxels":
-            return entry
-    raise ConfigError("DATA_CONFIG.DATA_PROCESSOR has no 'transform_points_to_voxels' entry (needed for VOXEL_SIZE)")
-
-
-def iter_leaf_keys(cfg: dict, prefix: str = "") -> Iterable[str]:
-    """Yield the dotted paths of all leaves of a nested mapping."""
-    for key, val in cfg.items():
-        if isinstance(val, dict):
-            yield from iter_leaf_keys(val, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}"
-
-
-def config_to_plain(cfg: Any) -> Any:
-    """Deep-convert an EasyDict config into plain dicts/lists (for YAML/JSON dumps)."""
-    if isinstance(cfg, dict):
-        return {k: config_to_plain(v) for k, v in cfg.items()}
-    if isinstance(cfg, (list, tuple)):
-        return [config_to_plain(v) for v in cfg]
-    return cfg

@@ -6,17 +6,25 @@ mapping of registry dicts, so it is testable without pcdet. Names inserted (see 
 
 * ``detectors``: ``Distiller`` (student + frozen teacher + KD losses; builds its student and teacher with rdd's
   own modules, which load OpenPCDet checkpoints strictly);
-* ``backbones_3d``: ``VoxelResBackBone8xWidth`` (rdd's ``VoxelResBackBone8x``, honouring ``WIDTH`` /
-  ``NUM_FILTERS``);
-* ``backbones_2d``: ``BaseBEVBackboneWidth`` (rdd's ``BaseBEVBackbone``, honouring ``WIDTH``);
+* ``backbones_3d``: ``VoxelResBackBone8xWidth`` (OpenPCDet's ``VoxelResBackBone8x`` with ``WIDTH`` /
+  ``NUM_FILTERS``: the CP-Voxel-XS / XXS 3D widths, which OpenPCDet's own class cannot express);
+* ``backbones_2d``: ``BaseBEVBackboneWidth`` (``BaseBEVBackbone`` with ``WIDTH``);
 * ``dense_heads``: ``CenterHeadRDD`` (rdd's ``CenterHead``: no ``.cuda()``, raw logits kept);
-* ``kd_losses`` (only when the mapping has that key): every KD loss builder of :mod:`rdd.distill.registry`.
+* ``kd_losses`` (only when the mapping has that key): every KD loss class of :mod:`rdd.distill.registry`.
 
 pcdet's own classes keep their names: an existing entry bound to a different class is never overwritten
-(PluginConflictError names it); re-registering the same class is a no-op. The alias names are added to rdd's own
-registries as well, so one student config works in both frameworks.
+(PluginConflictError names it); re-registering the same class is a no-op. The width classes are registered in
+rdd's own registries under the same names, so one student config builds the same model in both frameworks; a
+config naming them fails loudly in OpenPCDet without the plugin (unknown name) instead of building other shapes.
 """
+import importlib
+import importlib.util
 import logging
+
+import rdd.distill  # noqa: F401  (registers the Distiller and the KD losses)
+from rdd.distill.registry import KD_LOSSES
+from rdd.errors import PluginConflictError
+from rdd.models.registries import BACKBONES_2D, BACKBONES_3D, DENSE_HEADS, DETECTORS, OPENPCDET_PLUGIN_NAMES
 
 _LOG = logging.getLogger(__name__)
 
@@ -29,27 +37,15 @@ PCDET_REGISTRY_MODULES = {
 }
 
 
-class PluginConflictError(KeyError):
-    """A registry already maps the name to a different class."""
-
-    def __str__(self):
-        return str(self.args[0])
-
-
 def plugin_entries():
     """``{registry name: {class name: class}}`` that :func:`register` inserts."""
-    from rdd.distill import Distiller
-    from rdd.distill.registry import KD_LOSSES, known_kd_losses
-    from rdd.models.backbones_2d import BaseBEVBackbone
-    from rdd.models.backbones_3d import VoxelResBackBone8x
-    from rdd.models.dense_heads import CenterHead
-    known_kd_losses()  # imports the built-in losses
+    names = OPENPCDET_PLUGIN_NAMES
     return {
-        'detectors': {'Distiller': Distiller},
-        'backbones_3d': {'VoxelResBackBone8xWidth': VoxelResBackBone8x},
-        'backbones_2d': {'BaseBEVBackboneWidth': BaseBEVBackbone},
-        'dense_heads': {'CenterHeadRDD': CenterHead},
-        'kd_losses': dict(KD_LOSSES),
+        'detectors': {n: DETECTORS.get(n) for n in names['NAME']},  # Distiller.from_config
+        'backbones_3d': {n: BACKBONES_3D.get(n) for n in names['BACKBONE_3D']},
+        'backbones_2d': {n: BACKBONES_2D.get(n) for n in names['BACKBONE_2D']},
+        'dense_heads': {n: DENSE_HEADS.get(n) for n in names['DENSE_HEAD']},
+        'kd_losses': {name: KD_LOSSES.get(name) for name in KD_LOSSES},
     }
 
 
@@ -73,7 +69,6 @@ def register(pcdet_registries):
                                  f'{getattr(old, "__qualname__", old)}, not rdd\'s')
     if conflicts:
         raise PluginConflictError('rdd.plugin refuses to overwrite existing registry entries: ' + '; '.join(conflicts))
-    alias_in_rdd(entries)
     inserted = {}
     for reg_name, items in entries.items():
         registry = pcdet_registries.get(reg_name)
@@ -84,21 +79,8 @@ def register(pcdet_registries):
     return inserted
 
 
-def alias_in_rdd(entries=None):
-    """Make rdd's own registries accept the plugin's alias names too (same classes), so that a student config
-    written for pcdet (``VoxelResBackBone8xWidth``, ...) also builds inside the Distiller. Never overwrites."""
-    import importlib
-    entries = entries or plugin_entries()
-    for reg_name, module in (('backbones_3d', 'rdd.models.backbones_3d'), ('backbones_2d', 'rdd.models.backbones_2d'),
-                             ('dense_heads', 'rdd.models.dense_heads')):
-        registry = importlib.import_module(module).__all__
-        for name, cls in entries[reg_name].items():
-            registry.setdefault(name, cls)
-
-
 def pcdet_registries():
     """pcdet's registry dicts, or None when ``pcdet.models`` cannot be imported (no CUDA ops, not installed)."""
-    import importlib
     try:
         return {name: importlib.import_module(mod).__all__ for name, mod in PCDET_REGISTRY_MODULES.items()}
     except Exception as exc:  # ImportError, or OSError / RuntimeError from pcdet's compiled extensions
@@ -108,7 +90,6 @@ def pcdet_registries():
 
 def register_with_pcdet():
     """Register into pcdet when it is importable; returns what was inserted, or None."""
-    import importlib.util
     if importlib.util.find_spec('pcdet') is None:
         return None
     regs = pcdet_registries()

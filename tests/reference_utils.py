@@ -36,10 +36,13 @@ VARIANTS = {
 }
 
 
-def model_cfg_dict(variant='teacher_0075', point_cloud_range=None, width_keys=True):
+def model_cfg_dict(variant='teacher_0075', point_cloud_range=None, width_keys=False):
     """Whole config (EasyDict) of a CenterPoint-Voxel variant; OpenPCDet's nuScenes 0075/01 model section.
 
-    width_keys=False writes the S model as OpenPCDet's --set overrides do (explicit NUM_FILTERS, no WIDTH).
+    width_keys=False (default) writes the widths as the shipped student configs do: explicit filter lists on
+    OpenPCDet's class names, and ``VoxelResBackBone8xWidth`` with explicit ``NUM_FILTERS`` only where the 3D width
+    is not 1. width_keys=True uses SparseKD's ``WIDTH`` keys on the width classes (``VoxelResBackBone8xWidth``,
+    ``BaseBEVBackboneWidth``) for every variant.
     """
     voxel_xy, half, w3d, w2d, shared = VARIANTS[variant]
     pc_range = list(point_cloud_range) if point_cloud_range is not None else [-half, -half, -5.0, half, half, 3.0]
@@ -48,10 +51,12 @@ def model_cfg_dict(variant='teacher_0075', point_cloud_range=None, width_keys=Tr
     backbone_2d = {'NAME': 'BaseBEVBackbone', 'LAYER_NUMS': [5, 5], 'LAYER_STRIDES': [1, 2],
                    'NUM_FILTERS': bev_filters, 'UPSAMPLE_STRIDES': [1, 2], 'NUM_UPSAMPLE_FILTERS': bev_up}
     if width_keys:
-        backbone_3d['WIDTH'] = w3d
-        backbone_2d['WIDTH'] = w2d
+        backbone_3d.update(NAME='VoxelResBackBone8xWidth', WIDTH=w3d)
+        backbone_2d.update(NAME='BaseBEVBackboneWidth', WIDTH=w2d)
     else:
-        assert w3d == 1.0
+        if w3d != 1.0:
+            backbone_3d.update(NAME='VoxelResBackBone8xWidth',
+                               NUM_FILTERS=[int(c * w3d) for c in (16, 16, 32, 64, 128, 128)])
         backbone_2d['NUM_FILTERS'] = [int(c * w2d) for c in bev_filters]
         backbone_2d['NUM_UPSAMPLE_FILTERS'] = [int(c * w2d) for c in bev_up]
     cfg = {

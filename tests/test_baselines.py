@@ -3,29 +3,10 @@ import pytest
 import torch
 from easydict import EasyDict
 
+from kd_context_helpers import HEAD_CH, context, grid
 from rdd.distill.baselines import FitNetLoss, LabelKDLoss, LogitKDLoss, RoIMimicLoss
-from rdd.distill.registry import (GridInfo, KD_LOSSES, KDConfigError, KDContext, build_kd_loss, known_kd_losses,
-                                  register_kd_loss)
-
-HEAD_ORDER = ['center', 'center_z', 'dim', 'rot', 'vel']
-HEAD_CH = {'center': 2, 'center_z': 1, 'dim': 3, 'rot': 2, 'vel': 2}
-CODE_W = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2, 1.0, 1.0]
-
-
-def grid(cell, size, half=8.0):
-    return GridInfo(point_cloud_range=(-half, -half, -5.0, half, half, 3.0), voxel_size=(cell, cell, 0.2),
-                    feature_map_stride=1, map_size=(size, size))
-
-
-def context(t_grid=None, s_grid=None, t_ch=4, s_ch=2, mode='resample'):
-    t_grid, s_grid = t_grid or grid(2.0, 8), s_grid or grid(2.0, 8)
-    side = {'head_dict': {k: {'out_channels': v, 'num_conv': 2} for k, v in HEAD_CH.items()},
-            'class_names_each_head': [['car']]}
-    info = {'class_names': ['car'], 'class_names_each_head': [['car']], 'head_order': HEAD_ORDER,
-            'head_channels': HEAD_CH, 'code_weights': CODE_W, 'teacher_grid': t_grid, 'student_grid': s_grid,
-            'teacher': dict(side), 'student': dict(side)}
-    return KDContext({'spatial_features_2d': t_ch}, {'spatial_features_2d': s_ch}, info, grid_mismatch=mode)
-
+from rdd.distill.registry import KD_LOSSES, build_kd_loss
+from rdd.errors import ConfigError, KDConfigError, RegistryError
 
 def pred(hm, reg=None, size=8):
     d = {k: torch.zeros(1, c, size, size) for k, c in HEAD_CH.items()} if reg is None else dict(reg)
@@ -46,9 +27,10 @@ def targets(size=8, inds=(0,), offsets=((0.5, 0.5),), hm=None):
 
 # ------------------------------------------------------------------------------------------------ registry
 def test_registry_names_and_errors():
-    assert {'RDDLoss', 'LogitKDLoss', 'FitNetLoss', 'RoIMimicLoss', 'LabelKDLoss'} <= set(known_kd_losses())
-    with pytest.raises(KDConfigError, match="unknown KD loss 'Nope'"):
-        build_kd_loss(EasyDict(NAME='Nope'), context())
+    assert {'RDDLoss', 'LogitKDLoss', 'FitNetLoss', 'RoIMimicLoss', 'LabelKDLoss', 'FGLoss', 'GIDFeatureLoss',
+            'GIDLogitLoss', 'LADLoss'} <= set(KD_LOSSES.names())
+    with pytest.raises(KDConfigError, match=r"MODEL.KD_LOSSES\[3\].NAME: unknown KD loss .*'Nope'; known: .*FitNetLoss"):
+        build_kd_loss(EasyDict(NAME='Nope'), context(), index=3)
     with pytest.raises(KDConfigError, match='needs a NAME'):
         build_kd_loss(EasyDict(WEIGHT=1.0), context())
 
@@ -56,14 +38,16 @@ def test_registry_names_and_errors():
         @classmethod
         def from_config(cls, cfg, ctx):
             return cls()
-    with pytest.raises(ValueError, match='already registered'):
-        register_kd_loss('FitNetLoss')(Other)
-    assert KD_LOSSES['FitNetLoss'].__qualname__ == 'FitNetLoss.from_config'
+    with pytest.raises(RegistryError, match='already registered'):
+        KD_LOSSES.register(Other, name='FitNetLoss')
+    assert KD_LOSSES.get('FitNetLoss') is FitNetLoss
+    with pytest.raises(KDConfigError, match=r"MODEL.KD_LOSSES\[0\] \(FitNetLoss\): FitNetLoss: unknown key\(s\) \['LR'\]"):
+        build_kd_loss(EasyDict(NAME='FitNetLoss', WEIGHT=2.0, TAG='x', LR=1), context(), index=0)
 
 
 # ------------------------------------------------------------------------------------------------ logit KD
 def test_logit_kd_golden_heatmap_term():
-    loss_fn = LogitKDLoss.from_config(EasyDict(NAME='LogitKDLoss', HM_WEIGHT=1.0, REG_WEIGHT=0.0), context())
+    loss_fn = LogitKDLoss.from_config(EasyDict(HM_WEIGHT=1.0, REG_WEIGHT=0.0), context())
     hm_t = torch.full((1, 1, 8, 8), -10.0)
     hm_t[0, 0, 2, 3] = 0.0  # p_t = 0.5
     hm_s = torch.full((1, 1, 8, 8), -10.0)
@@ -80,24 +64,34 @@ def test_logit_kd_golden_heatmap_term():
 
 
 def test_logit_kd_regression_at_gt_centres_same_grid():
-    loss_fn = LogitKDLoss.from_config(EasyDict(NAME='LogitKDLoss', HM_WEIGHT=0.0, REG_WEIGHT=1.0), context())
+    loss_fn = LogitKDLoss.from_config(EasyDict(HM_WEIGHT=0.0, REG_WEIGHT=1.0), context())
     reg_t = {k: torch.zeros(1, c, 8, 8) for k, c in HEAD_CH.items()}
     reg_s = {k: torch.zeros(1, c, 8, 8, requires_grad=True) for k, c in HEAD_CH.items()}
-    reg_t['dim'][0, 0, 1, 2] = 2.0   # at the GT cell (ind = 1*8+2): |0-2| * code_w[2] = 2
-    reg_t['rot'][0, 0, 1, 2] = 1.0   # code_w[6] = 0.2 -> 0.2
+    # codes: center 0-1, center_z 2, dim 3-5, rot 6-7, vel 8-9
+    reg_t['dim'][0, 0, 1, 2] = 2.0   # at the GT cell (ind = 1*8+2): |0-2| * w[3] = 2
+    reg_t['rot'][0, 0, 1, 2] = 1.0   # |0-1| * w[6]: 1 with SparseKD's all-1 KD code weights (not the head's 0.2)
     reg_t['vel'][0, 1, 5, 5] = 9.0   # not a GT cell: ignored
     hm = torch.zeros(1, 1, 8, 8)
     loss, _ = loss_fn({'pred_dicts': [pred(hm, reg_t)]}, {'pred_dicts': [pred(hm, reg_s)],
                                                            'target_dicts': targets(inds=(10,))}, {})
-    assert float(loss) == pytest.approx(2.2, rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(3.0, rel=1e-6)
     loss.backward()
     assert reg_s['dim'].grad[0, 0, 1, 2] != 0 and reg_s['vel'].grad.abs().sum() == 0
+    weighted = LogitKDLoss.from_config(EasyDict(HM_WEIGHT=0.0, REG_WEIGHT=1.0,
+                                                REG_CODE_WEIGHTS=[1, 1, 1, 0.5, 1, 1, 0.2, 1, 1, 1]), context())
+    loss, _ = weighted({'pred_dicts': [pred(hm, reg_t)]}, {'pred_dicts': [pred(hm, reg_s)],
+                                                          'target_dicts': targets(inds=(10,))}, {})
+    assert float(loss.detach()) == pytest.approx(2 * 0.5 + 1 * 0.2, rel=1e-6)
+    with pytest.raises(KDConfigError, match=r'REG_CODE_WEIGHTS has 3 entries for 10'):
+        LogitKDLoss.from_config(EasyDict(REG_CODE_WEIGHTS=[1, 1, 1]), context())
+    with pytest.raises(ConfigError, match=r'REG_CODE_WEIGHTS\[1\]: expected a number'):
+        LogitKDLoss.from_config(EasyDict(REG_CODE_WEIGHTS=[1, 'x']), context())
 
 
 def test_logit_kd_regression_across_grids_reexpresses_centre():
     """Teacher on a 2x finer grid predicting the exact GT centre gives the student's exact target offset."""
-    s_grid, t_grid = grid(2.0, 8), grid(1.0, 16)
-    loss_fn = LogitKDLoss.from_config(EasyDict(NAME='LogitKDLoss', HM_WEIGHT=0.0, REG_WEIGHT=1.0),
+    s_grid, t_grid = grid(2.0), grid(1.0)
+    loss_fn = LogitKDLoss.from_config(EasyDict(HM_WEIGHT=0.0, REG_WEIGHT=1.0),
                                       context(t_grid, s_grid))
     gx, gy = 3.3, -2.7  # metres
     sx, sy = (gx + 8.0) / 2.0, (gy + 8.0) / 2.0  # student map coords
@@ -122,13 +116,13 @@ def test_logit_kd_regression_across_grids_reexpresses_centre():
 
 def test_logit_kd_grid_error_mode():
     with pytest.raises(KDConfigError, match='grids differ'):
-        LogitKDLoss.from_config(EasyDict(NAME='LogitKDLoss'), context(grid(1.0, 16), grid(2.0, 8), mode='error'))
+        LogitKDLoss.from_config(EasyDict(), context(grid(1.0), grid(2.0), mode='error'))
 
 
 # ------------------------------------------------------------------------------------------------ FitNet
 def test_fitnet_golden_and_resample():
     ctx = context(t_ch=2, s_ch=2)
-    loss_fn = FitNetLoss.from_config(EasyDict(NAME='FitNetLoss'), ctx)
+    loss_fn = FitNetLoss.from_config(EasyDict(), ctx)
     with torch.no_grad():
         loss_fn.adapter.weight.copy_(torch.eye(2)[:, :, None, None])
         loss_fn.adapter.bias.zero_()
@@ -136,27 +130,35 @@ def test_fitnet_golden_and_resample():
     ft = fs + 0.5
     loss, tb = loss_fn({'spatial_features_2d': ft}, {'spatial_features_2d': fs}, {})
     assert float(loss) == pytest.approx(0.25, rel=1e-5)
-    # coarser student, constant maps: resampled inside the range it is the same constant
-    ctx2 = context(grid(1.0, 16), grid(2.0, 8), t_ch=2, s_ch=2)
-    loss_fn2 = FitNetLoss.from_config(EasyDict(NAME='FitNetLoss'), ctx2)
+    # coarser student (2 m cells) holding its column index j, resampled onto the 1 m teacher grid: teacher column
+    # jt's centre x = -8 + jt + 0.5 is student column coordinate (x + 8) / 2 - 0.5 = jt / 2 - 0.25 (bilinear, the
+    # border value beyond the outermost student cell centres)
+    ctx2 = context(grid(1.0), grid(2.0), t_ch=2, s_ch=2)
+    loss_fn2 = FitNetLoss.from_config(EasyDict(), ctx2)
     loss_fn2.load_state_dict(loss_fn.state_dict())
-    loss, _ = loss_fn2({'spatial_features_2d': torch.full((1, 2, 16, 16), 1.0)},
-                       {'spatial_features_2d': torch.full((1, 2, 8, 8), 1.0)}, {})
-    assert float(loss) < 0.05  # only border cells (zero padding beyond the range) differ
+    ramp = torch.arange(8.0).expand(1, 2, 8, 8)
+    expected = torch.tensor([min(max(jt / 2 - 0.25, 0.0), 7.0) for jt in range(16)]).expand(1, 2, 16, 16)
+    loss, _ = loss_fn2({'spatial_features_2d': expected}, {'spatial_features_2d': ramp}, {})
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-12)
+    unclamped = torch.tensor([jt / 2 - 0.25 for jt in range(16)]).expand(1, 2, 16, 16)
+    loss, _ = loss_fn2({'spatial_features_2d': unclamped}, {'spatial_features_2d': ramp}, {})
+    assert float(loss.detach()) == pytest.approx(2 * 0.25 ** 2 / 16, rel=1e-6)  # columns 0 and 15 differ by 0.25
 
 
 def test_fitnet_config_errors():
     with pytest.raises(KDConfigError, match='ADAPTER.TEACHER_CHANNELS'):
-        FitNetLoss.from_config(EasyDict(NAME='FitNetLoss', ADAPTER={'TEACHER_CHANNELS': 3}), context())
+        FitNetLoss.from_config(EasyDict(ADAPTER={'TEACHER_CHANNELS': 3}), context())
     with pytest.raises(KDConfigError, match="'spatial_features_3d'"):
-        FitNetLoss.from_config(EasyDict(NAME='FitNetLoss', FEATURE_KEY='spatial_features_3d'), context())
-    with pytest.raises(KDConfigError, match='LR'):
-        FitNetLoss.from_config(EasyDict(NAME='FitNetLoss', LR=1), context())
+        FitNetLoss.from_config(EasyDict(FEATURE_KEY='spatial_features_3d'), context())
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['LR'\]"):
+        FitNetLoss.from_config(EasyDict(LR=1), context())
+    with pytest.raises(ConfigError, match='FEATURE_KEY: expected str'):
+        FitNetLoss.from_config(EasyDict(FEATURE_KEY=3), context())
 
 
 # ------------------------------------------------------------------------------------------------ RoI mimic
 def test_roi_mimic_zero_boxes_and_identity():
-    loss_fn = RoIMimicLoss.from_config(EasyDict(NAME='RoIMimicLoss', GRID_SIZE=3), context(t_ch=2, s_ch=2))
+    loss_fn = RoIMimicLoss.from_config(EasyDict(GRID_SIZE=3), context(t_ch=2, s_ch=2))
     fs = torch.randn(2, 2, 8, 8, requires_grad=True)
     empty = {'gt_boxes': torch.zeros(2, 3, 10)}
     loss, tb = loss_fn({'spatial_features_2d': fs.detach() + 1}, {'spatial_features_2d': fs}, empty)
@@ -176,7 +178,7 @@ def test_roi_mimic_zero_boxes_and_identity():
 
 # ------------------------------------------------------------------------------------------------ label KD
 def test_label_kd_joins_confident_teacher_boxes():
-    loss_fn = LabelKDLoss.from_config(EasyDict(NAME='LabelKDLoss'), context())
+    loss_fn = LabelKDLoss.from_config(EasyDict(), context())
     gt = torch.zeros(2, 2, 10)
     gt[0, 0] = torch.tensor([0, 0, 0, 4, 2, 1.5, 0, 0, 0, 1])
     gt_before = gt.clone()
@@ -194,10 +196,10 @@ def test_label_kd_joins_confident_teacher_boxes():
     assert (new[1, :, -1] == 9).all()
     loss, tb = loss_fn({}, {}, out)
     assert float(loss) == 0.0 and tb['label_kd_boxes'] == 2.0
-    dedup = LabelKDLoss.from_config(EasyDict(NAME='LabelKDLoss', DEDUP_IOU=0.5), context())
+    dedup = LabelKDLoss.from_config(EasyDict(DEDUP_IOU=0.5), context())
     tb0 = [{'pred_boxes': torch.tensor([[0.1, 0, 0, 4, 2, 1.5, 0, 0, 0]]), 'pred_scores': torch.tensor([0.9]),
             'pred_labels': torch.tensor([1])}, tboxes[1]]
     out = dedup.prepare_student_batch({'boxes': tb0}, batch)
     assert (out['gt_boxes'][0, 1:] == 0).all()  # the teacher's copy of the GT box is dropped
-    with pytest.raises(KDConfigError, match='SCORE_THRESH'):
-        LabelKDLoss.from_config(EasyDict(NAME='LabelKDLoss', SCORE_THRESH=6), context())
+    with pytest.raises(ConfigError, match='SCORE_THRESH'):
+        LabelKDLoss.from_config(EasyDict(SCORE_THRESH=6), context())

@@ -7,13 +7,15 @@ import pytest
 import torch
 
 from reference_utils import CLASS_NAMES, COMPAT, compat_json, model_cfg_dict
-from rdd.models.dense_heads import CenterHead, centernet_utils
+from rdd.geometry import BEVGrid
+from rdd.models.dense_heads import CenterHead, centernet_utils, targets
 from rdd.models.dense_heads.losses import focal_loss_centernet, reg_loss_centernet
 
 # small geometry: 16 x 16 BEV cells of 0.6 m (voxel 0.075 m, stride 8)
 RANGE = np.array([-4.8, -4.8, -5.0, 4.8, 4.8, 3.0], dtype=np.float32)
 VOXEL = [0.075, 0.075, 0.2]
 GRID = np.array([128, 128, 40])
+BEV = BEVGrid(tuple(RANGE.astype(np.float64).tolist()), tuple(VOXEL), 8)  # where the 16 x 16 maps lie
 H = W = 16
 
 
@@ -42,16 +44,16 @@ def gt_batch():
 def test_gaussian_radius_golden():
     # by hand: 4 x 4 cells, overlap 0.1 -> third root (-1.6 + sqrt(2.56 + 4*0.4*14.4)) / 2 = (-1.6 + sqrt(25.6)) / 2
     # 2 x 6 cells, overlap 0.5 -> (-8 + sqrt(64 + 4*2*6)) / 2 = (-8 + sqrt(112)) / 2 (roots 1 and 2: 7.46, 14.32)
-    r = centernet_utils.gaussian_radius(torch.tensor([4.0, 2.0]), torch.tensor([4.0, 6.0]), min_overlap=0.1)
+    r = targets.gaussian_radius(torch.tensor([4.0, 2.0]), torch.tensor([4.0, 6.0]), min_overlap=0.1)
     assert r[0].item() == pytest.approx((-1.6 + math.sqrt(25.6)) / 2, rel=1e-6)
-    r = centernet_utils.gaussian_radius(torch.tensor([2.0]), torch.tensor([6.0]), min_overlap=0.5)
+    r = targets.gaussian_radius(torch.tensor([2.0]), torch.tensor([6.0]), min_overlap=0.5)
     assert r[0].item() == pytest.approx((-8 + math.sqrt(112.0)) / 2, rel=1e-6)
     assert r[0].item() == pytest.approx(1.2915026, rel=1e-6)
 
 
 def test_draw_gaussian_values_and_border_clipping():
     hm = torch.zeros(10, 12)
-    centernet_utils.draw_gaussian_to_heatmap(hm, (5.7, 4.2), 2)  # cell (x=5, y=4)
+    targets.draw_gaussian_to_heatmap(hm, (5.7, 4.2), 2)  # cell (x=5, y=4)
     assert hm[4, 5] == 1.0 and hm.max() == 1.0
     sigma2 = (5 / 6) ** 2
     assert hm[4, 6].item() == pytest.approx(math.exp(-1 / (2 * sigma2)), rel=1e-6)
@@ -60,15 +62,15 @@ def test_draw_gaussian_values_and_border_clipping():
     assert int((hm > 0).sum()) == 25
     # max with an existing value, and clipping at the corner
     hm2 = torch.full((10, 12), 0.5)
-    centernet_utils.draw_gaussian_to_heatmap(hm2, (0.2, 0.0), 3)
+    targets.draw_gaussian_to_heatmap(hm2, (0.2, 0.0), 3)
     assert hm2[0, 0] == 1.0 and hm2[9, 11] == 0.5 and hm2[3, 3] == 0.5
     assert int((hm2 > 0.5).sum()) < 16
 
 
 def test_targets_peak_index_and_encoding():
     gt = gt_batch()
-    t = centernet_utils.assign_targets(gt, CLASS_NAMES, model_cfg_dict().MODEL.DENSE_HEAD.CLASS_NAMES_EACH_HEAD,
-                                       (H, W), RANGE, VOXEL, 8, num_max_objs=500)
+    t = targets.assign_targets(gt, CLASS_NAMES, model_cfg_dict().MODEL.DENSE_HEAD.CLASS_NAMES_EACH_HEAD,
+                                       (H, W), BEV, targets.TargetParams(num_max_objs=500))
     # car (head 0) in sample 0 at x=1.1 -> (1.1 + 4.8) / 0.6 = 9.833 -> cell x 9; y=-2.3 -> 4.167 -> cell y 4
     assert t['inds'][0][0, 0] == 4 * W + 9 and t['masks'][0][0].sum() == 1 and t['masks'][0][1].sum() == 0
     assert t['heatmaps'][0][0, 0, 4, 9] == 1.0 and (t['heatmaps'][0][0, 0] == 1).sum() == 1
@@ -87,12 +89,12 @@ def test_targets_peak_index_and_encoding():
 def test_targets_box_outside_map_is_clamped_and_bad_label_rejected():
     gt = torch.zeros(1, 2, 10)
     gt[0, 0] = torch.tensor([30.0, -30.0, 0, 4, 2, 1.5, 0, 0, 0, 1])  # far outside: OpenPCDet clamps to the border
-    t = centernet_utils.assign_targets(gt, CLASS_NAMES, [['car'], ['truck']] + [[n] for n in CLASS_NAMES[2:]],
-                                       (H, W), RANGE, VOXEL, 8)
+    t = targets.assign_targets(gt, CLASS_NAMES, [['car'], ['truck']] + [[n] for n in CLASS_NAMES[2:]],
+                                       (H, W), BEV)
     assert t['masks'][0][0, 0] == 1 and t['inds'][0][0, 0] == 0 * W + (W - 1)
     gt[0, 1, -1] = 11
     with pytest.raises(ValueError, match='class column'):
-        centernet_utils.assign_targets(gt, CLASS_NAMES, [CLASS_NAMES], (H, W), RANGE, VOXEL, 8)
+        targets.assign_targets(gt, CLASS_NAMES, [CLASS_NAMES], (H, W), BEV)
 
 
 def _maps_from_targets(targets, hm_logit=8.0):
@@ -142,17 +144,16 @@ def test_decode_respects_score_thresh_and_center_limit():
     center_z[0, 0, 12, 12] = 20.0
     rot = zeros(2)
     rot[:, 0] = 1.0
-    out = centernet_utils.decode_bbox_from_heatmap(
-        hm.sigmoid(), rot[:, 0:1], rot[:, 1:2], zeros(2), center_z, zeros(3).exp(), RANGE, VOXEL, 8,
-        vel=zeros(2), K=10, score_thresh=0.1, post_center_limit_range=[-61.2, -61.2, -10.0, 61.2, 61.2, 10.0])[0]
+    maps = {'heatmap': hm.sigmoid(), 'rot_cos': rot[:, 0:1], 'rot_sin': rot[:, 1:2], 'center': zeros(2),
+            'center_z': center_z, 'dim': zeros(3).exp(), 'vel': zeros(2)}
+    out = centernet_utils.decode_bbox_from_heatmap(maps, BEV, centernet_utils.DecodeParams(
+        k=10, score_thresh=0.1, post_center_limit_range=[-61.2, -61.2, -10.0, 61.2, 61.2, 10.0]))[0]
     assert out['cell_index'].tolist() == [3 * W + 4]
     assert out['pred_labels'].tolist() == [0] and out['pred_labels'].dtype == torch.int32
     torch.testing.assert_close(out['pred_boxes'][0, :2], torch.tensor([4 * 0.6 - 4.8, 3 * 0.6 - 4.8]))
     assert out['pred_scores'][0].item() == pytest.approx(1 / (1 + math.exp(-2.0)), rel=1e-6)
     # the threshold is strict, and K limits the candidates
-    out = centernet_utils.decode_bbox_from_heatmap(
-        hm.sigmoid(), rot[:, 0:1], rot[:, 1:2], zeros(2), center_z, zeros(3).exp(), RANGE, VOXEL, 8,
-        vel=zeros(2), K=1, score_thresh=None, post_center_limit_range=None)[0]
+    out = centernet_utils.decode_bbox_from_heatmap(maps, BEV, centernet_utils.DecodeParams(k=1))[0]
     assert out['cell_index'].tolist() == [3 * W + 4]
 
 

@@ -26,19 +26,62 @@ def test_teacher_config_matches_openpcdet_values():
     assert cfg.CFG_FILE == str((CONFIGS / "cp_voxel_0075.yaml").resolve())
 
 
-@pytest.mark.parametrize("name,width_2d,shared,bev", [
-    ("cp_voxel_s", 0.5, 32, 256), ("cp_voxel_xs", 0.5, 32, 192), ("cp_voxel_xxs", 0.25, 16, 128)])
-def test_student_configs_override_only_widths(name, width_2d, shared, bev):
-    teacher = cfg_from_yaml_file(CONFIGS / "cp_voxel_0075.yaml")
-    cfg = cfg_from_yaml_file(CONFIGS / f"{name}.yaml")
-    assert cfg.MODEL.BACKBONE_2D.WIDTH == width_2d
+# size -> (BACKBONE_3D as written, NUM_FILTERS, NUM_UPSAMPLE_FILTERS, SHARED_CONV_CHANNEL, NUM_BEV_FEATURES),
+# SparseKD's widths {3D, BEV, head} of DESIGN.md section 3 worked out by hand: S {1, .5, .5}, XS {.75, .5, .5},
+# XXS {.5, .25, .25} of the teacher's [16..128] 3D filters, [128, 256] / [256, 256] BEV filters, 64 head channels.
+STUDENTS = {
+    "s": ({"NAME": "VoxelResBackBone8x"}, [64, 128], [128, 128], 32, 256),
+    "xs": ({"NAME": "VoxelResBackBone8xWidth", "WIDTH": 0.75}, [64, 128], [128, 128], 32, 192),
+    "xxs": ({"NAME": "VoxelResBackBone8xWidth", "WIDTH": 0.5}, [32, 64], [64, 64], 16, 128),
+}
+
+
+@pytest.mark.parametrize("size", sorted(STUDENTS))
+@pytest.mark.parametrize("grid,teacher_file", [("", "cp_voxel_01.yaml"), ("_0075", "cp_voxel_0075.yaml")])
+def test_student_configs_override_only_widths(size, grid, teacher_file):
+    """cp_voxel_{s,xs,xxs}.yaml are students of the 0.1 m teacher, the _0075 ones of the 0.075 m teacher: the
+    teacher's config with only the width keys changed, written as OpenPCDet reads them (no WIDTH on OpenPCDet's
+    own class names)."""
+    teacher = cfg_from_yaml_file(CONFIGS / teacher_file)
+    cfg = cfg_from_yaml_file(CONFIGS / f"cp_voxel_{size}{grid}.yaml")
+    backbone_3d, filters, up_filters, shared, bev = STUDENTS[size]
+    assert {k: v for k, v in cfg.MODEL.BACKBONE_3D.items()} == backbone_3d
+    assert cfg.MODEL.BACKBONE_2D.NAME == "BaseBEVBackbone" and "WIDTH" not in cfg.MODEL.BACKBONE_2D
+    assert cfg.MODEL.BACKBONE_2D.NUM_FILTERS == filters
+    assert cfg.MODEL.BACKBONE_2D.NUM_UPSAMPLE_FILTERS == up_filters
     assert cfg.MODEL.DENSE_HEAD.SHARED_CONV_CHANNEL == shared
     assert cfg.MODEL.MAP_TO_BEV.NUM_BEV_FEATURES == bev
-    # everything else inherited unchanged (lists replaced whole, dicts merged)
-    assert cfg.MODEL.BACKBONE_2D.NUM_FILTERS == teacher.MODEL.BACKBONE_2D.NUM_FILTERS
-    assert cfg.MODEL.DENSE_HEAD.LOSS_CONFIG == teacher.MODEL.DENSE_HEAD.LOSS_CONFIG
+    # everything else inherited unchanged from the teacher of the same grid
+    for section, keys in (("BACKBONE_3D", ("NAME", "WIDTH")), ("MAP_TO_BEV", ("NUM_BEV_FEATURES",)),
+                          ("BACKBONE_2D", ("NUM_FILTERS", "NUM_UPSAMPLE_FILTERS")),
+                          ("DENSE_HEAD", ("SHARED_CONV_CHANNEL",))):
+        for key in keys:
+            cfg.MODEL[section].pop(key, None)
+            teacher.MODEL[section].pop(key, None)
+    assert cfg.MODEL == teacher.MODEL
     assert cfg.DATA_CONFIG == teacher.DATA_CONFIG
     assert cfg.OPTIMIZATION == teacher.OPTIMIZATION
+
+
+@pytest.mark.parametrize("section,text,hint", [
+    ("BACKBONE_2D", "        WIDTH: 0.5\n",
+     r"NUM_FILTERS: \[64, 128\], NUM_UPSAMPLE_FILTERS: \[128, 128\] for WIDTH 0\.5.*BaseBEVBackboneWidth"),
+    ("BACKBONE_3D", "        WIDTH: 0.75\n", "VoxelResBackBone8xWidth"),
+    ("BACKBONE_3D", "        NUM_FILTERS: [8, 8, 16, 32, 64, 64]\n", "VoxelResBackBone8xWidth"),
+])
+def test_width_key_on_an_openpcdet_class_name_is_refused(tmp_path, section, text, hint):
+    """OpenPCDet's BaseBEVBackbone / VoxelResBackBone8x ignore these keys (a student would half-load there): the
+    error names the key and the file that wrote it, and points at what to write instead."""
+    bad = write(tmp_path / "half_width.yaml",
+                f"_BASE_CONFIG_: configs/cp_voxel_0075.yaml\nMODEL:\n    {section}:\n{text}")
+    with pytest.raises(ConfigError, match=hint) as err:
+        cfg_from_yaml_file(bad)
+    key = text.split(":")[0].strip()
+    assert f"MODEL.{section}.{key}" in str(err.value) and "half_width.yaml" in str(err.value)
+    ok = write(tmp_path / "width_class.yaml",
+               f"_BASE_CONFIG_: configs/cp_voxel_0075.yaml\nMODEL:\n    {section}:\n        NAME: "
+               f"{'BaseBEVBackboneWidth' if section == 'BACKBONE_2D' else 'VoxelResBackBone8xWidth'}\n{text}")
+    assert key in cfg_from_yaml_file(ok).MODEL[section]
 
 
 def test_base_resolved_relative_to_including_file_not_cwd(tmp_path, monkeypatch):
@@ -87,7 +130,7 @@ def test_misspelt_model_key_names_key_and_file(tmp_path):
                 "_BASE_CONFIG_: configs/cp_voxel_0075.yaml\nMODEL:\n  BACKBONE_2D:\n    WIDHT: 0.5\n")
     with pytest.raises(ConfigError) as err:
         cfg_from_yaml_file(bad)
-    assert "MODEL.BACKBONE_2D.WIDHT" in str(err.value) and "typo.yaml" in str(err.value)
+    assert "MODEL.BACKBONE_2D: unknown key(s) ['WIDHT']" in str(err.value) and "typo.yaml" in str(err.value)
 
 
 def test_missing_required_key(tmp_path):

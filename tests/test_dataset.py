@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from rdd.datasets import build_dataloader
-from rdd.datasets.nuscenes_dataset import REPO_ROOT, NuScenesDataset, resolve_data_path
+from rdd.config import ROOT_DIR as REPO_ROOT
+from rdd.datasets.nuscenes_dataset import NuScenesDataset, resolve_data_path
 from rdd.datasets.processor import Voxelizer, voxelize_batch
 
 from test_dataset_helpers import CLASS_NAMES, NUM_SWEEPS, make_cfg, make_mini_root

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from rdd.config import cfg_from_yaml_file
-from rdd.distill import KDConfigError, TeacherCheckpointError, student_state_from_distiller
+from rdd.distill import student_state_from_distiller
+from rdd.errors import KDConfigError, TeacherCheckpointError
 from rdd.models import build_model
-from rdd.models.checkpoint import CheckpointError
+from rdd.errors import CheckpointError
 from test_distill_helpers import (STUDENT_CFG, TEACHER_CFG, build_distiller, kd_cfg, make_batch,
                                   write_teacher_ckpt)
 
@@ -227,15 +228,20 @@ def test_kd_config_errors_name_the_key(teacher_ckpt):
 def test_zero_proposals_and_no_gt_give_zero_not_nan(teacher_ckpt):
     path, _ = teacher_ckpt
     cfg = kd_cfg(path, losses=[{'NAME': 'RDDLoss', 'PROPOSAL': {'SCORE_THRESH': 1.01}},
-                               {'NAME': 'RoIMimicLoss'}, {'NAME': 'LogitKDLoss'}])
+                               {'NAME': 'RoIMimicLoss'}, {'NAME': 'LogitKDLoss'}, {'NAME': 'FGLoss'},
+                               {'NAME': 'LADLoss'}, {'NAME': 'GIDLogitLoss', 'GISM': {'SCORE_THRESH': 0.999}}])
     d = build_distiller(cfg)
     d.train()
     batch = make_batch(cfg, num_boxes=0)
     ret, tb, _ = d(batch)
-    assert tb['kd/RDDLoss'] == 0.0 and tb['kd/RoIMimicLoss'] == 0.0
+    assert tb['kd/RDDLoss'] == 0.0 and tb['kd/RoIMimicLoss'] == 0.0 and tb['kd/FGLoss'] == 0.0
+    assert tb['kd/LADLoss'] == 0.0 and tb['kd/GIDLogitLoss'] == 0.0 and tb['kd/GIDLogitLoss/gid_instances'] == 0.0
     assert torch.isfinite(ret['loss'])
     ret['loss'].backward()
-    assert all(torch.isfinite(p.grad).all() for p in d.parameters() if p.grad is not None)
+    grads = {n: p.grad for n, p in d.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), \
+        [n for n, g in grads.items() if g is None or not torch.isfinite(g).all()][:5]
+    assert any(float(g.abs().sum()) > 0 for n, g in grads.items() if n.startswith('student.'))  # detection loss
 
 
 def _coarse_student_cfg(path, mode, losses=None):

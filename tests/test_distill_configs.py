@@ -28,6 +28,18 @@ def test_expected_configs_exist():
     names = {Path(c).name for c in KD_CONFIGS}
     assert {'rdd_cp_voxel_s.yaml', 'rdd_cp_voxel_xs.yaml', 'rdd_cp_voxel_xxs.yaml', 'kd_logit_cp_voxel_s.yaml',
             'kd_fitnet_cp_voxel_s.yaml', 'kd_roi_mimic_cp_voxel_s.yaml', 'kd_label_cp_voxel_s.yaml'} <= names
+    baselines = {'fg': 'FGLoss', 'gid_f': 'GIDFeatureLoss', 'gid_l': 'GIDLogitLoss', 'lad': 'LADLoss'}
+    for name, loss in baselines.items():
+        for size, rdd_base in (('s', 'rdd_cp_voxel_s.yaml'), ('xxs', 'rdd_cp_voxel_xxs.yaml')):
+            cfg = cfg_from_yaml_file(ROOT / 'configs' / f'kd_{name}_cp_voxel_{size}.yaml')
+            rdd = cfg_from_yaml_file(ROOT / 'configs' / rdd_base)
+            assert [e.NAME for e in cfg.MODEL.KD_LOSSES] == [loss]
+            for key in ('STUDENT', 'TEACHER', 'TEACHER_CKPT'):  # the harness RDD runs in
+                assert cfg.MODEL[key] == rdd.MODEL[key], (name, size, key)
+            assert cfg.DATA_CONFIG == rdd.DATA_CONFIG
+            opt = cfg.OPTIMIZATION  # the paper's protocol (DESIGN.md 3)
+            assert (opt.OPTIMIZER, opt.LR, opt.DIV_FACTOR, opt.PCT_START, opt.NUM_EPOCHS, opt.BATCH_SIZE_PER_GPU,
+                    opt.WEIGHT_DECAY) == ('adam_onecycle', 0.001, 10, 0.4, 20, 4, 0.01)
     assert (ROOT / 'configs' / 'demo' / 'rdd_cp_voxel_s.yaml').is_file()
 
 

@@ -14,6 +14,11 @@ LOSS_SETS = {
     'logit_kd': [{'NAME': 'LogitKDLoss', 'SCORE_THRESH': NOTHING}],
     'roi_mimic': [{'NAME': 'RoIMimicLoss'}],
     'label_kd': [{'NAME': 'LabelKDLoss', 'SCORE_THRESH': 1.0}],
+    'fg': [{'NAME': 'FGLoss'}],
+    'gid_f': [{'NAME': 'GIDFeatureLoss'}],
+    'gid_f_no_instance': [{'NAME': 'GIDFeatureLoss', 'GISM': {'SCORE_THRESH': 0.999}}],
+    'gid_l': [{'NAME': 'GIDLogitLoss'}],
+    'lad': [{'NAME': 'LADLoss'}],
     'all': [{'NAME': 'RDDLoss', 'PROPOSAL': {'SCORE_THRESH': NOTHING}}, {'NAME': 'LogitKDLoss'},
             {'NAME': 'FitNetLoss'}, {'NAME': 'RoIMimicLoss'}, {'NAME': 'LabelKDLoss', 'SCORE_THRESH': 1.0}],
 }
@@ -32,9 +37,13 @@ def test_every_trainable_parameter_gets_a_gradient(tiny_teacher_ckpt, name, gt):
         assert tb['kd/RDDLoss/rdd_pairs_kept'] == 0 and tb['kd/RDDLoss'] == 0.0  # the nothing-to-distil path
     if name == 'roi_mimic' and gt == 'no_gt':
         assert tb['kd/RoIMimicLoss'] == 0.0
+    if name == 'fg' and gt == 'no_gt':
+        assert tb['kd/FGLoss'] == 0.0
+    if name == 'gid_f_no_instance':
+        assert tb['kd/GIDFeatureLoss/gid_instances'] == 0.0 and tb['kd/GIDFeatureLoss'] == 0.0
     ret['loss'].backward()
     trainable = [(n, p) for n, p in d.named_parameters() if p.requires_grad]
-    assert any(n.startswith('kd_losses.') for n, _ in trainable) or name in ('logit_kd', 'label_kd')
+    assert any(n.startswith('kd_losses.') for n, _ in trainable) or name in ('logit_kd', 'label_kd', 'gid_l', 'lad')
     missing = [n for n, p in trainable if p.grad is None]
     assert not missing, missing[:10]
     assert all(torch.isfinite(p.grad).all() for _, p in trainable)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from rdd.distill.registry import decode_post_cfg
+from rdd.distill.feature_taps import decode_post_cfg
 from rdd.distill.feature_taps import decode_boxes, raw_head_maps
 from test_distill_helpers import build_distiller, kd_cfg, make_batch
 

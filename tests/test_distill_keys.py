@@ -3,7 +3,7 @@ import pytest
 import torch
 from easydict import EasyDict
 
-from rdd.distill import KDConfigError
+from rdd.errors import KDConfigError
 from rdd.engine.checkpoint_io import checkpoint_state, load_training_state, save_checkpoint
 from rdd.engine.optimization import build_optimizer
 from test_distill_helpers import build_distiller, kd_cfg, make_batch

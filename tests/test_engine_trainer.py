@@ -7,6 +7,7 @@ from easydict import EasyDict
 
 from engine_fakes import FakeDetector, make_loader
 from rdd.engine import checkpoint_io
+from rdd.engine.hooks import CheckpointHook, EvalHook, HookBase, LoggingHook
 from rdd.engine.logging_utils import ScalarWriter, read_scalar_log
 from rdd.engine.optimization import build_optimizer, build_scheduler
 from rdd.engine.rng import set_random_seed
@@ -21,24 +22,27 @@ class Killed(Exception):
     pass
 
 
-def make_trainer(ckpt_dir, epochs=3, hooks=(), seed=666, **opts):
+def make_trainer(ckpt_dir, epochs=3, hooks=(), seed=666, ckpt_opts=None, **opts):
+    """A trainer on the fake detector; ``ckpt_dir``: a :class:`CheckpointHook` after ``hooks`` (None: none)."""
     set_random_seed(seed)
     loader = make_loader()
     model = FakeDetector()
     optimizer = build_optimizer(model, OPT)
     scheduler = build_scheduler(optimizer, len(loader), epochs, OPT)
-    options = TrainerOptions(total_epochs=epochs, show_progress=False, **opts)
-    return Trainer(model, optimizer, scheduler, loader, options, 'cpu', ckpt_dir=ckpt_dir, hooks=hooks)
+    hooks = list(hooks) + ([CheckpointHook(ckpt_dir, **(ckpt_opts or {}))] if ckpt_dir is not None else [])
+    return Trainer(model, optimizer, scheduler, loader, TrainerOptions(total_epochs=epochs, **opts), hooks=hooks)
 
 
-def record_losses(store):
-    def hook(trainer, record):
-        store[record['it']] = (record['loss'], record['lr'])
-    return hook
+class RecordLosses(HookBase):
+    def __init__(self, store):
+        self.store = store
+
+    def after_step(self, trainer, record):
+        self.store[record['it']] = (record['loss'], record['lr'])
 
 
 def test_checkpoint_format_and_rotation(tmp_path):
-    trainer = make_trainer(str(tmp_path), epochs=4, max_ckpt_save_num=2)
+    trainer = make_trainer(str(tmp_path), epochs=4, ckpt_opts={'max_keep': 2})
     trainer.train()
     names = sorted(os.listdir(tmp_path))
     assert names == ['checkpoint_epoch_3.pth', 'checkpoint_epoch_4.pth']  # rotated, no temp files left
@@ -54,19 +58,20 @@ def test_checkpoint_format_and_rotation(tmp_path):
 @pytest.mark.parametrize('kill_after', [8, 12])  # mid-epoch (latest_model.pth) and at an epoch boundary
 def test_kill_and_resume_reproduces_losses_and_lr(tmp_path, kill_after):
     reference = {}
-    make_trainer(str(tmp_path / 'ref'), hooks=[record_losses(reference)]).train()
+    make_trainer(str(tmp_path / 'ref'), hooks=[RecordLosses(reference)]).train()
+    run = str(tmp_path / 'run')
 
-    def killer(trainer, record):
-        if record['it'] + 1 == kill_after:
-            trainer._maybe_save_latest()  # the time-interval save of this iteration, then the "kill"
-            raise Killed()
+    class Killer(HookBase):
+        def after_step(self, trainer, record):
+            if record['it'] + 1 == kill_after:
+                trainer.hook(CheckpointHook).save_latest(trainer)  # this iteration's time-interval save
+                raise Killed()
 
     first = {}
-    run = str(tmp_path / 'run')
     with pytest.raises(Killed):
-        make_trainer(run, hooks=[record_losses(first), killer], ckpt_save_time_interval=0).train()
+        make_trainer(run, hooks=[RecordLosses(first), Killer()]).train()
     resumed = {}
-    trainer = make_trainer(run, hooks=[record_losses(resumed)], seed=1234)  # other seed: state must come from ckpt
+    trainer = make_trainer(run, hooks=[RecordLosses(resumed)], seed=1234)  # other seed: state must come from ckpt
     path = checkpoint_io.resume_candidates(run)[0]
     trainer.resume_from(path)
     assert trainer.it == kill_after
@@ -97,9 +102,10 @@ def test_nonfinite_loss_skips_step_then_aborts(tmp_path):
     trainer.core_model.nan_at = {2}
     before = {}
 
-    def snap(tr, record):
-        before[record['it']] = [p.detach().clone() for p in tr.core_model.parameters()]
-    trainer.hooks.append(snap)
+    class Snapshot(HookBase):
+        def after_step(self, tr, record):
+            before[record['it']] = [p.detach().clone() for p in tr.core_model.parameters()]
+    trainer.hooks.append(Snapshot())
     trainer.train()  # one NaN: skipped, training goes on
     assert all(torch.equal(a, b) for a, b in zip(before[1], before[2]))
     assert not all(torch.equal(a, b) for a, b in zip(before[2], before[3]))
@@ -110,10 +116,11 @@ def test_nonfinite_loss_skips_step_then_aborts(tmp_path):
 
 
 def test_scalar_log_and_tensorboard(tmp_path):
-    trainer = make_trainer(None, epochs=1)
-    trainer.writer = ScalarWriter(tmp_path / 'tb', tmp_path / 'scalars.jsonl')
+    writer = ScalarWriter(tmp_path / 'tb', tmp_path / 'scalars.jsonl')
+    assert not (tmp_path / 'tb').exists()  # files open on the first write
+    trainer = make_trainer(None, epochs=1, hooks=[LoggingHook(writer, show_progress=False)])
     trainer.train()
-    trainer.writer.close()
+    writer.close()
     log = read_scalar_log(tmp_path / 'scalars.jsonl')
     assert sorted(log) == list(range(6))
     assert {'loss', 'lr', 'grad_norm', 'samples_per_s', 'mse'} <= set(log[0])
@@ -126,4 +133,53 @@ def test_empty_loader_is_an_error():
     optimizer = build_optimizer(model, OPT)
     loader = make_loader(n=1, batch_size=2)  # drop_last -> no batch
     with pytest.raises(ValueError, match='empty'):
-        Trainer(model, optimizer, build_scheduler(optimizer, 1, 1, OPT), loader, TrainerOptions(1), 'cpu')
+        Trainer(model, optimizer, build_scheduler(optimizer, 1, 1, OPT), loader, TrainerOptions(1))
+
+
+def test_user_hook_sees_every_stage_in_order(tmp_path):
+    """A hook written outside the engine gets before_train, every step, every epoch and after_train, in order,
+    between the built-in hooks it is listed with."""
+    calls = []
+
+    class Spy(HookBase):
+        def before_train(self, trainer):
+            calls.append(('before_train', trainer.it))
+
+        def after_step(self, trainer, record):
+            calls.append(('step', record['it'], sorted(os.listdir(tmp_path))))
+
+        def after_epoch(self, trainer, epoch):
+            calls.append(('epoch', epoch, sorted(os.listdir(tmp_path))))
+
+        def after_train(self, trainer):
+            calls.append(('after_train', trainer.it, trainer.finished))
+
+    trainer = make_trainer(str(tmp_path), epochs=2, hooks=[Spy()])
+    trainer.train()
+    steps = [c[1] for c in calls if c[0] == 'step']
+    assert calls[0] == ('before_train', 0) and calls[-1] == ('after_train', 12, True) and steps == list(range(12))
+    # the Spy runs before the CheckpointHook: at the end of epoch 1 its file is not written yet
+    assert [c for c in calls if c[0] == 'epoch'] == [('epoch', 1, []), ('epoch', 2, ['checkpoint_epoch_1.pth'])]
+
+
+def test_eval_hook_interval_and_final():
+    seen = []
+    evaluate = lambda model, epoch: seen.append(epoch) or {'mAP': 0.5, 'note': 'x'}
+    make_trainer(None, epochs=3, hooks=[EvalHook(evaluate, interval=2, final=True)]).train()
+    assert seen == [2, 3]
+    seen.clear()
+    make_trainer(None, epochs=2, hooks=[EvalHook(evaluate, interval=1, final=True)]).train()
+    assert seen == [1, 2]  # the last epoch is not evaluated twice
+
+
+def test_after_train_runs_on_errors_and_eval_skips_unfinished_runs():
+    seen = []
+
+    class Boom(HookBase):
+        def after_step(self, trainer, record):
+            if record['it'] == 3:
+                raise Killed()
+    trainer = make_trainer(None, epochs=2, hooks=[Boom(), EvalHook(lambda m, e: seen.append(e) or {}, final=True)])
+    with pytest.raises(Killed):
+        trainer.train()
+    assert not trainer.finished and seen == []

@@ -1,5 +1,6 @@
 """Info creation: bad inputs give clear errors naming the file; split sources; sweeps at a scene start; CLIs."""
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -74,7 +75,7 @@ def test_empty_split_names_the_split_file(root_copy, tmp_path):
         create_nuscenes_infos(root_copy, VERSION, split_file=str(tmp_path / 'nope.json'))
 
 
-def test_custom_split_file_and_official_split_fallback(root_copy, tmp_path):
+def test_custom_split_file_and_official_split(root_copy, tmp_path):
     with open(os.path.join(root_copy, VERSION, 'splits.json')) as f:
         names = json.load(f)
     default = create_nuscenes_infos(root_copy, VERSION)
@@ -86,11 +87,72 @@ def test_custom_split_file_and_official_split_fallback(root_copy, tmp_path):
     out = create_nuscenes_infos(root_copy, VERSION, split_file=str(split), save_path=str(tmp_path / 'out'))
     with open(out['train'], 'rb') as f:
         assert [i['token'] for i in pickle.load(f)] == [i['token'] for i in val_default]
-    # without splits.json the devkit's official mini split applies (the synthetic scenes carry its names)
+    # without splits.json the devkit's official mini split applies as well (the synthetic scenes carry its names)
     os.remove(os.path.join(root_copy, VERSION, 'splits.json'))
     official = create_nuscenes_infos(root_copy, VERSION, save_path=str(tmp_path / 'official'))
     with open(official['val'], 'rb') as f:
         assert [i['token'] for i in pickle.load(f)] == [i['token'] for i in val_default]
+
+
+def _official_mini_names():
+    from nuscenes.utils.splits import mini_train, mini_val
+    return mini_train, mini_val
+
+
+def test_official_version_ignores_a_custom_splits_json(root_copy, tmp_path, caplog):
+    """Another project's nuScenes-format root may hold a devkit custom-split splits.json with its own split names
+    in an official version folder: OpenPCDet uses the devkit's official split there, and so do we (logged)."""
+    path = os.path.join(root_copy, VERSION, 'splits.json')
+    with open(path) as f:
+        scenes = json.load(f)
+    with open(path, 'w') as f:  # devkit custom-split format: any split names; this one swaps the two scenes sets
+        json.dump({'my_train': scenes['val'], 'holdout': scenes['train']}, f)
+    with caplog.at_level(logging.INFO):
+        out = create_nuscenes_infos(root_copy, VERSION, save_path=str(tmp_path / 'out'))
+    mini_train, mini_val = _official_mini_names()
+    nusc_scene_of = _scene_of_samples(root_copy)
+    for split, official in (('train', mini_train), ('val', mini_val)):
+        with open(out[split], 'rb') as f:
+            assert {nusc_scene_of[i['token']] for i in pickle.load(f)} == set(scenes[split]) <= set(official)
+    assert "official v1.0-mini split (mini_train / mini_val" in caplog.text
+    assert f'ignoring {path}' in caplog.text
+    # the same file used on purpose, naming its splits
+    out = create_nuscenes_infos(root_copy, VERSION, split_file=path, train_split='my_train', val_split='holdout',
+                                save_path=str(tmp_path / 'custom'))
+    with open(out['train'], 'rb') as f:
+        assert {nusc_scene_of[i['token']] for i in pickle.load(f)} == set(scenes['val'])
+    with pytest.raises(ValueError, match=r"no split 'train' \(it has \['holdout', 'my_train'\]\).*--train_split"):
+        create_nuscenes_infos(root_copy, VERSION, split_file=path)
+    with pytest.raises(ValueError, match='--train_split / --val_split name splits of a custom split file'):
+        create_nuscenes_infos(root_copy, VERSION, train_split='my_train')
+
+
+def _scene_of_samples(root, version=VERSION):
+    """sample token -> scene name, read from the JSON tables."""
+    with open(os.path.join(root, version, 'scene.json')) as f:
+        scene_name = {s['token']: s['name'] for s in json.load(f)}
+    with open(os.path.join(root, version, 'sample.json')) as f:
+        return {s['token']: scene_name[s['scene_token']] for s in json.load(f)}
+
+
+def test_custom_version_uses_its_split_file_with_named_splits(tmp_path, caplog):
+    root = str(tmp_path / 'synth')
+    out = write_synthetic_nuscenes(root, 3, seed=0, samples_per_scene=1, version='v1.0-synth',
+                                   lidar=LidarConfig(azimuth_res_deg=6.0))
+    with open(out.split_file, 'w') as f:
+        json.dump({'fit': ['scene-synth-0002', 'scene-synth-0000'], 'check': ['scene-synth-0001'], 'other': []}, f)
+    with caplog.at_level(logging.INFO):
+        paths = create_nuscenes_infos(root, 'v1.0-synth', train_split='fit', val_split='check')
+    scene_of = _scene_of_samples(root, 'v1.0-synth')
+    with open(paths['train'], 'rb') as f:
+        assert sorted(scene_of[i['token']] for i in pickle.load(f)) == ['scene-synth-0000', 'scene-synth-0002']
+    with open(paths['val'], 'rb') as f:
+        assert [scene_of[i['token']] for i in pickle.load(f)] == ['scene-synth-0001']
+    assert f"split file {out.split_file} (train: 'fit', val: 'check')" in caplog.text
+    with open(out.split_file, 'w') as f:
+        f.write('{"fit": ["scene-synth-0000"')  # truncated
+    with pytest.raises(ValueError, match=r'splits\.json is not valid JSON'):
+        create_nuscenes_infos(root, 'v1.0-synth', train_split='fit', val_split='check')
 
 
 def test_scene_start_repeats_sweeps_like_openpcdet(tiny_root):
@@ -147,5 +209,6 @@ def test_custom_version_name_needs_the_split_file(tmp_path):
     with open(paths['val'], 'rb') as f:
         assert len(pickle.load(f)) == 1
     os.remove(out.split_file)
-    with pytest.raises(ValueError, match=r"no official split.*splits\.json"):
+    with pytest.raises(ValueError, match=r"'v1.0-synth' is not an official nuScenes version.*needs a custom split "
+                                         r"file.*v1\.0-synth/splits\.json"):
         create_nuscenes_infos(root, 'v1.0-synth')

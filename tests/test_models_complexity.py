@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from reference_utils import REPO, SMALL_RANGE, clone_batch, model_cfg_dict, synthetic_batch
 from rdd.models import build_model
-from rdd.models.complexity import count_macs, count_parameters, sparse_conv_pairs, voxelize_for_model
+from rdd.engine.profiling import voxelize_for_model
+from rdd.models.complexity import count_macs, count_parameters, sparse_conv_pairs
 from rdd.ops.spconv_compat import spconv
 
 

@@ -7,8 +7,9 @@ import torch
 from easydict import EasyDict
 
 from reference_utils import SMALL_RANGE, clone_batch, model_cfg_dict, synthetic_batch
+from rdd.config import ConfigError
 from rdd.models import build_model
-from rdd.models.backbones_2d import BaseBEVBackbone, HeightCompression
+from rdd.models.backbones_2d import BaseBEVBackbone, BaseBEVBackboneWidth, HeightCompression
 from rdd.models.vfe import MeanVFE
 from rdd.ops.spconv_compat import spconv
 
@@ -55,9 +56,11 @@ def test_height_compression_channel_order():
 
 
 def test_bev_backbone_width_and_shapes():
-    cfg = EasyDict(NAME='BaseBEVBackbone', LAYER_NUMS=[1, 1], LAYER_STRIDES=[1, 2], NUM_FILTERS=[128, 256],
+    cfg = EasyDict(NAME='BaseBEVBackboneWidth', LAYER_NUMS=[1, 1], LAYER_STRIDES=[1, 2], NUM_FILTERS=[128, 256],
                    UPSAMPLE_STRIDES=[1, 2], NUM_UPSAMPLE_FILTERS=[256, 256], WIDTH=0.25)
-    net = BaseBEVBackbone(cfg, input_channels=16)
+    with pytest.raises(ConfigError, match=r'BACKBONE_2D\.WIDTH.*NUM_FILTERS: \[32, 64\].*BaseBEVBackboneWidth'):
+        BaseBEVBackbone(cfg, input_channels=16)  # OpenPCDet's class of this name would ignore WIDTH
+    net = BaseBEVBackboneWidth(cfg, input_channels=16)
     assert net.num_bev_features == 128
     assert [b[1].out_channels for b in net.blocks] == [32, 64]
     out = net({'spatial_features': torch.randn(2, 16, 12, 12)})['spatial_features_2d']

@@ -5,14 +5,16 @@ import pytest
 import torch
 
 from reference_utils import COMPAT, REPO, compat_json, model_cfg_dict
-from rdd.models import build_model, build_network, model_geometry, UnknownDetectorError
+from rdd.errors import ConfigError, RegistryError
+from rdd.models import build_model, build_network, model_geometry
 
 needs_compat = pytest.mark.skipif(not COMPAT.is_dir(), reason=f'reference files absent: {COMPAT}')
 
 CASES = [
-    ('teacher_0075', 'openpcdet_cbgs_voxel0075_res3d_centerpoint.state_dict.json', True),
-    ('teacher_01', 'openpcdet_cbgs_voxel01_res3d_centerpoint.state_dict.json', True),
-    ('cp_voxel_s', 'openpcdet_cp_voxel_s_0075.state_dict.json', True),   # SparseKD WIDTH keys
+    ('teacher_0075', 'openpcdet_cbgs_voxel0075_res3d_centerpoint.state_dict.json', False),
+    ('teacher_0075', 'openpcdet_cbgs_voxel0075_res3d_centerpoint.state_dict.json', True),  # width classes, WIDTH 1
+    ('teacher_01', 'openpcdet_cbgs_voxel01_res3d_centerpoint.state_dict.json', False),
+    ('cp_voxel_s', 'openpcdet_cp_voxel_s_0075.state_dict.json', True),   # SparseKD WIDTH keys on the width classes
     ('cp_voxel_s', 'openpcdet_cp_voxel_s_0075.state_dict.json', False),  # OpenPCDet --set overrides
 ]
 
@@ -66,6 +68,19 @@ def test_parameter_counts_and_widths():
     assert list(xs.state_dict()['backbone_2d.blocks.0.1.weight'].shape) == [64, 192, 3, 3]
 
 
+@pytest.mark.parametrize('section,key,value', [('BACKBONE_3D', 'WIDTH', 0.5),
+                                               ('BACKBONE_3D', 'NUM_FILTERS', [8, 8, 16, 32, 64, 64]),
+                                               ('BACKBONE_2D', 'WIDTH', 0.5)])
+def test_openpcdet_class_names_refuse_width_keys(section, key, value):
+    """A config assembled in Python (no schema check on load) is refused when the module is built: OpenPCDet's
+    class of the same name would ignore the key and build other shapes."""
+    from rdd.config import ConfigError
+    cfg = model_cfg_dict('teacher_0075')
+    cfg.MODEL[section][key] = value
+    with pytest.raises(ConfigError, match=rf'MODEL\.{section}\.{key}.*(VoxelResBackBone8xWidth|BaseBEVBackboneWidth)'):
+        build_model(cfg)
+
+
 def test_model_geometry_formula():
     geo = model_geometry(model_cfg_dict('teacher_0075'))
     assert geo.grid_size.dtype == np.int64 and geo.grid_size.tolist() == [1440, 1440, 40]
@@ -84,26 +99,26 @@ def test_model_geometry_errors_name_the_key():
     cfg = model_cfg_dict('teacher_0075')
     cfg.DATA_CONFIG.DATA_PROCESSOR = [p for p in cfg.DATA_CONFIG.DATA_PROCESSOR
                                       if p.NAME != 'transform_points_to_voxels']
-    with pytest.raises(KeyError, match='transform_points_to_voxels'):
+    with pytest.raises(ConfigError, match='transform_points_to_voxels'):
         model_geometry(cfg)
     cfg = model_cfg_dict('teacher_0075')
     del cfg.DATA_CONFIG['POINT_FEATURE_ENCODING']
-    with pytest.raises(KeyError, match='POINT_FEATURE_ENCODING'):
+    with pytest.raises(ConfigError, match='POINT_FEATURE_ENCODING'):
         model_geometry(cfg)
 
 
 def test_unknown_names_are_errors_listing_known():
     cfg = model_cfg_dict('teacher_0075')
     cfg.MODEL.NAME = 'CenterPiont'
-    with pytest.raises(UnknownDetectorError, match="CenterPiont.*CenterPoint"):
+    with pytest.raises(RegistryError, match="MODEL.NAME 'CenterPiont'.*CenterPoint"):
         build_model(cfg)
     cfg = model_cfg_dict('teacher_0075')
     cfg.MODEL.BACKBONE_3D.NAME = 'VoxelBackBone9x'
-    with pytest.raises(ValueError, match='VoxelBackBone9x.*VoxelResBackBone8x'):
+    with pytest.raises(RegistryError, match="MODEL.BACKBONE_3D.NAME 'VoxelBackBone9x'.*VoxelResBackBone8x"):
         build_model(cfg)
     cfg = model_cfg_dict('teacher_0075')
     cfg.MODEL.ROI_HEAD = {'NAME': 'VoxelRCNNHead'}
-    with pytest.raises(ValueError, match='ROI_HEAD'):
+    with pytest.raises(ConfigError, match='ROI_HEAD'):
         build_model(cfg)
 
 
@@ -117,6 +132,8 @@ def test_optional_modules_absent():
 
 YAML_CASES = [('cp_voxel_0075.yaml', 'openpcdet_cbgs_voxel0075_res3d_centerpoint.state_dict.json'),
               ('cp_voxel_01.yaml', 'openpcdet_cbgs_voxel01_res3d_centerpoint.state_dict.json'),
+              ('cp_voxel_s_0075.yaml', 'openpcdet_cp_voxel_s_0075.state_dict.json'),
+              # the grid changes no tensor shape (compat README), so the 0.1 m S student has the same keys/shapes
               ('cp_voxel_s.yaml', 'openpcdet_cp_voxel_s_0075.state_dict.json')]
 
 
@@ -124,18 +141,16 @@ YAML_CASES = [('cp_voxel_0075.yaml', 'openpcdet_cbgs_voxel0075_res3d_centerpoint
 @pytest.mark.parametrize('cfg_name,json_name', YAML_CASES)
 def test_shipped_configs_build_openpcdet_state_dict(cfg_name, json_name):
     path = REPO / 'configs' / cfg_name
-    if not path.is_file():
-        pytest.skip(f'{path} not written yet')
     from rdd.config import cfg_from_yaml_file
     model = build_model(cfg_from_yaml_file(str(path)))
     assert_state_dict_matches(model, compat_json(json_name)[1])
 
 
-@pytest.mark.parametrize('cfg_name,width,bev', [('cp_voxel_xs.yaml', 0.75, 256), ('cp_voxel_xxs.yaml', 0.5, 128)])
+@pytest.mark.parametrize('cfg_name,width,bev', [
+    ('cp_voxel_xs.yaml', 0.75, 256), ('cp_voxel_xxs.yaml', 0.5, 128),
+    ('cp_voxel_xs_0075.yaml', 0.75, 256), ('cp_voxel_xxs_0075.yaml', 0.5, 128)])
 def test_shipped_small_configs(cfg_name, width, bev):
     path = REPO / 'configs' / cfg_name
-    if not path.is_file():
-        pytest.skip(f'{path} not written yet')
     from rdd.config import cfg_from_yaml_file
     model = build_model(cfg_from_yaml_file(str(path)))
     assert model.backbone_3d.num_point_features == int(128 * width)

@@ -11,6 +11,7 @@ import torch
 
 from rdd.datasets.nuscenes_eval import (ERR_NAMES, det_annos_to_nusc_results, evaluate_det_annos, get_nusc,
                                         lidar_boxes_to_global, speed_attribute)
+from rdd.datasets.nuscenes_splits import PartialEvaluationError
 
 from test_dataset_helpers import CLASS_NAMES, make_cfg
 
@@ -97,12 +98,37 @@ def test_official_and_custom_split_paths_agree(nusc_root, tmp_path):
     json.dump({'val': splits['val']}, open(val_split, 'w'))
     infos = _infos(nusc_root.val_info)
     official = _dataset(nusc_root, None, 'val', [nusc_root.val_info])
-    # the synthetic root has <version>/splits.json; force the devkit's official split lookup
-    official.split_file = lambda: None
+    # the synthetic v1.0-mini root has <version>/splits.json; an official version ignores it (as info creation)
+    assert (nusc_root.root / nusc_root.version / 'splits.json').is_file() and official.split_file() is None
     _, a = _evaluate(official, infos, 0.3, tmp_path / 'official')
     _, b = _evaluate(_dataset(nusc_root, val_split, 'val', [nusc_root.val_info]), infos, 0.3, tmp_path / 'custom')
     assert a == pytest.approx(b)
     assert 0.5 < a['mAP'] <= 1 + 1e-9 and a['mATE'] > 0.25  # 0.3 m shift: matched, ATE >= 0.3
+
+
+def test_partial_info_file_is_refused_not_scored_as_missed(nusc_root, tmp_path):
+    """Infos / predictions that cover only part of the split: scoring them would count every missing sample as
+    one with no detections (GT-as-prediction far below 1). Refused before inference (the infos) and at
+    evaluation (the predictions), naming what covers how much of which split."""
+    infos = _infos(nusc_root.val_info)
+    assert len(infos) == 4  # the session root: one val scene of 4 key frames
+    partial_info = tmp_path / 'nuscenes_infos_10sweeps_val_partial.pkl'
+    pickle.dump(infos[:3], open(partial_info, 'wb'))
+    ds = _dataset(nusc_root, None, 'val', [partial_info])
+    with pytest.raises(PartialEvaluationError, match=r"val_partial\.pkl'\] cover 3 of the 4 samples of the "
+                                                     r"evaluation split 'mini_val' \(1 missing, e\.g\. sample "
+                                                     + infos[3]['token']):
+        ds.check_evaluation_inputs()
+    with pytest.raises(PartialEvaluationError, match=r"predictions of 3 samples cover 3 of the 4 samples.*"
+                                                     r"SPLIT_FILE"):
+        _evaluate(ds, infos[:3], 0.0, tmp_path / 'partial')
+    assert not (tmp_path / 'partial' / 'results_nusc.json').exists()  # nothing scored, nothing written
+    # the honest way to evaluate a subset: a split that names it (here the whole scene, all 4 samples)
+    full = _dataset(nusc_root, None, 'val', [nusc_root.val_info])
+    full.check_evaluation_inputs()
+    _, res = _evaluate(full, infos, 0.0, tmp_path / 'full')
+    present = _present_classes(nusc_root, [i['token'] for i in infos])
+    assert all(res[f'AP_{name}'] >= 0.99 for name in present)
 
 
 def test_results_json_format_and_edge_cases(nusc_root, tmp_path, caplog):
@@ -135,7 +161,7 @@ def test_results_json_format_and_edge_cases(nusc_root, tmp_path, caplog):
     assert len(twice[tokens[0]]) == 3  # a repeated sample replaces (distributed padding), never doubles
 
     empty = [{'name': np.zeros(0, dtype=str), 'score': np.zeros(0), 'boxes_lidar': np.zeros((0, 9)),
-              'pred_labels': np.zeros(0, dtype=int), 'metadata': {'token': t}} for t in tokens[:2]]
+              'pred_labels': np.zeros(0, dtype=int), 'metadata': {'token': t}} for t in tokens]
     with caplog.at_level(logging.WARNING):
         _, out = evaluate_det_annos(empty, CLASS_NAMES, nusc_root.root, nusc_root.version, split='val',
                                     split_file=nusc_root.root / nusc_root.version / 'splits.json',

@@ -4,8 +4,10 @@ import importlib.util
 import pytest
 
 import rdd.plugin as plugin
+from pcdet_sim import pcdet_cfg_from_yaml_file
 from rdd.distill import Distiller
-from rdd.models.backbones_3d import VoxelResBackBone8x
+from rdd.models.backbones_2d import BaseBEVBackboneWidth
+from rdd.models.backbones_3d import VoxelResBackBone8xWidth
 
 
 def _registries():
@@ -19,10 +21,10 @@ def test_register_inserts_and_keeps_pcdet_classes():
     regs = _registries()
     keep = regs['detectors']['CenterPoint']
     inserted = plugin.register(regs)
-    assert regs['detectors']['Distiller'] is Distiller and regs['detectors']['CenterPoint'] is keep
-    assert regs['backbones_3d']['VoxelResBackBone8xWidth'] is VoxelResBackBone8x
+    assert regs['detectors']['Distiller'].__self__ is Distiller and regs['detectors']['CenterPoint'] is keep
+    assert regs['backbones_3d']['VoxelResBackBone8xWidth'] is VoxelResBackBone8xWidth
     assert regs['backbones_3d']['VoxelResBackBone8x'] is object
-    assert 'BaseBEVBackboneWidth' in regs['backbones_2d'] and 'CenterHeadRDD' in regs['dense_heads']
+    assert regs['backbones_2d']['BaseBEVBackboneWidth'] is BaseBEVBackboneWidth and 'CenterHeadRDD' in regs['dense_heads']
     assert inserted['detectors'] == ['Distiller']
     assert plugin.register(regs) == {k: [] for k in inserted}  # idempotent
 
@@ -49,34 +51,17 @@ def test_import_without_pcdet_is_a_noop():
         assert plugin.REGISTERED is not None
 
 
-def test_aliases_known_to_rdd_registries():
-    from rdd.models.backbones_2d import BaseBEVBackbone, __all__ as bev_registry
-    from rdd.models.backbones_3d import __all__ as sparse_registry
-    plugin.register(_registries())
-    assert sparse_registry['VoxelResBackBone8xWidth'] is VoxelResBackBone8x
-    assert bev_registry['BaseBEVBackboneWidth'] is BaseBEVBackbone
-    assert sparse_registry['VoxelResBackBone8x'] is VoxelResBackBone8x
-
-
-def _pcdet_style_load(path):
-    """OpenPCDet's config semantics: a mapping's _BASE_CONFIG_ (relative to the CWD) is read and its raw content
-    copied in (its own nested bases are NOT resolved), then the mapping's keys are merged on top."""
-    import yaml
-    from easydict import EasyDict
-
-    def merge(config, new):
-        if '_BASE_CONFIG_' in new:
-            with open(new['_BASE_CONFIG_']) as f:
-                config.update(EasyDict(yaml.safe_load(f)))
-        for key, val in new.items():
-            if isinstance(val, dict):
-                config.setdefault(key, EasyDict())
-                merge(config[key], val)
-            else:
-                config[key] = val
-        return config
-    with open(path) as f:
-        return merge(EasyDict(), yaml.safe_load(f))
+def test_plugin_names_are_rdd_names_too():
+    """The names the plugin gives pcdet build the same classes in rdd, without importing the plugin."""
+    from rdd.models.registries import BACKBONES_2D, BACKBONES_3D, DENSE_HEADS
+    from rdd.models.dense_heads import CenterHead
+    entries = plugin.plugin_entries()
+    for reg_name, registry in (('backbones_3d', BACKBONES_3D), ('backbones_2d', BACKBONES_2D),
+                               ('dense_heads', DENSE_HEADS)):
+        for name, cls in entries[reg_name].items():
+            assert registry.get(name) is cls, (reg_name, name)
+    assert DENSE_HEADS.get('CenterHeadRDD') is CenterHead
+    assert BACKBONES_3D.get('VoxelResBackBone8x') is not VoxelResBackBone8xWidth
 
 
 def test_distiller_builds_from_a_pcdet_loaded_config(tmp_path, monkeypatch):
@@ -103,7 +88,7 @@ MODEL:
     KD_LOSSES: [{{NAME: FitNetLoss}}]
 """)
     monkeypatch.chdir(root)
-    cfg = _pcdet_style_load(kd)
+    cfg = pcdet_cfg_from_yaml_file(kd)
     assert 'MODEL' in cfg.MODEL.STUDENT and 'VFE' not in cfg.MODEL.STUDENT.MODEL  # pcdet left the base unresolved
     from rdd.models import model_geometry
     geom = model_geometry(cfg_from_yaml_file(root / 'tests' / 'configs' / 'tiny_student.yaml'))

@@ -4,8 +4,10 @@ import math
 import pytest
 import torch
 
-from rdd.config import ConfigError
+from rdd.errors import ConfigError
+from rdd.distill.context import HeadLayout, KDContext, ModelFacts
 from rdd.distill.rdd import RDD_DEFAULTS, RDDLoss, rdd_config_with_defaults
+from rdd.geometry import BEVGrid
 
 CLASS_NAMES = ['car', 'truck', 'construction_vehicle', 'bus', 'trailer', 'barrier', 'motorcycle', 'bicycle',
                'pedestrian', 'traffic_cone']
@@ -16,11 +18,14 @@ SMALL = {'point_cloud_range': [-12.0, -12.0, -5.0, 12.0, 12.0, 3.0], 'voxel_size
          'feature_map_stride': 2}  # 0.6 m cells, 40 x 40
 
 
-def head_info(teacher=SMALL, student=SMALL, student_heads=HEADS):
-    return {'class_names': CLASS_NAMES,
-            'teacher': dict(teacher, class_names_each_head=HEADS,
-                            head_dict={k: {'out_channels': v} for k, v in REG.items()}),
-            'student': dict(student, class_names_each_head=student_heads)}
+def head_info(t_ch, s_ch, teacher=SMALL, student=SMALL, student_heads=HEADS):
+    """KDContext of two models with ``t_ch`` / ``s_ch`` neck channels on the given grids."""
+    def facts(geo, heads, ch):
+        head = HeadLayout(tuple(CLASS_NAMES), tuple(tuple(h) for h in heads), tuple(REG), dict(REG),
+                          (1.0,) * 10, 0.1, 2)
+        grid = BEVGrid(tuple(geo['point_cloud_range']), tuple(geo['voxel_size']), geo['feature_map_stride'])
+        return ModelFacts(grid=grid, feature_channels={'spatial_features_2d': ch}, head=head)
+    return KDContext(teacher=facts(teacher, HEADS, t_ch), student=facts(student, student_heads, s_ch))
 
 
 def pred_dicts(bsz, hw, gen, scale=1.0):
@@ -74,13 +79,13 @@ def test_config_errors_name_the_key(cfg, name):
 
 
 def test_class_layout_mismatch_is_an_error():
-    with pytest.raises(ValueError, match='identical head class layouts'):
-        RDDLoss.from_config({}, 8, 8, head_info(student_heads=HEADS[::-1]))
+    with pytest.raises(ValueError, match='heads differ'):
+        RDDLoss.from_config({}, head_info(8, 8, student_heads=HEADS[::-1]))
 
 
 def test_identical_regions_give_variance_only_values():
     gen = torch.Generator().manual_seed(1)
-    loss_fn = RDDLoss.from_config({'LOGIT_HEADS': 'own'}, 8, 8, head_info())
+    loss_fn = RDDLoss.from_config({'LOGIT_HEADS': 'own'}, head_info(8, 8))
     identity_adapter(loss_fn)
     with torch.no_grad():
         loss_fn.feat_var.s.copy_(torch.linspace(-2, 2, 8))
@@ -108,17 +113,17 @@ def test_logit_term_uses_own_head_group_only():
     for k in preds[3]:
         preds[3][k] += 5.0  # the student differs from the teacher only in the barrier head
     s = {'spatial_features_2d': t['spatial_features_2d'].clone(), 'pred_dicts': preds, 'boxes': box_dicts(1, 0, gen)}
-    own = RDDLoss.from_config({}, 8, 8, head_info())
+    own = RDDLoss.from_config({}, head_info(8, 8))
     _, tb_own = own(t, s, {})
     assert tb_own['rdd_reg'] == pytest.approx(0.0, abs=1e-6)  # sigma^2 = 1, identical car maps
-    every = RDDLoss.from_config({'LOGIT_HEADS': 'all'}, 8, 8, head_info())
+    every = RDDLoss.from_config({'LOGIT_HEADS': 'all'}, head_info(8, 8))
     _, tb_all = every(t, s, {})
     assert tb_all['rdd_reg'] > 1.0 and tb_all['rdd_hm'] > tb_own['rdd_hm']
 
 
 def test_gradients_reach_student_adapter_and_variances_not_teacher():
     gen = torch.Generator().manual_seed(3)
-    loss_fn = RDDLoss.from_config({}, 8, 4, head_info())
+    loss_fn = RDDLoss.from_config({}, head_info(8, 4))
     t, s = outputs(2, 8, (40, 40), gen), outputs(2, 4, (40, 40), gen)
     t['spatial_features_2d'].requires_grad_(True)
     s['spatial_features_2d'].requires_grad_(True)
@@ -138,7 +143,7 @@ def test_gradients_reach_student_adapter_and_variances_not_teacher():
 
 def test_zero_proposals_give_zero_connected_loss():
     gen = torch.Generator().manual_seed(4)
-    loss_fn = RDDLoss.from_config({}, 8, 4, head_info())
+    loss_fn = RDDLoss.from_config({}, head_info(8, 4))
     t, s = outputs(2, 8, (40, 40), gen, num_boxes=0), outputs(2, 4, (40, 40), gen, num_boxes=0)
     loss, tb = loss_fn(t, s, {})
     assert loss.item() == 0.0 and not torch.isnan(loss) and loss.requires_grad
@@ -154,22 +159,22 @@ def test_grid_mismatch_resample_native_and_error():
     fs = torch.full((1, 8, 20, 20), 0.5)
     s = {'spatial_features_2d': fs, 'pred_dicts': pred_dicts(1, (20, 20), gen), 'boxes': box_dicts(1, 4, gen)}
     with pytest.raises(ValueError, match='GRID_MISMATCH'):
-        RDDLoss.from_config({'GRID_MISMATCH': 'error'}, 8, 8, head_info(student=coarse))(t, s, {})
+        RDDLoss.from_config({'GRID_MISMATCH': 'error'}, head_info(8, 8, student=coarse))(t, s, {})
     feats = {}
     for mode in ('resample', 'native'):
-        loss_fn = RDDLoss.from_config({'GRID_MISMATCH': mode, 'LAMBDA_LOGIT': 0.0}, 8, 8, head_info(student=coarse))
+        loss_fn = RDDLoss.from_config({'GRID_MISMATCH': mode, 'LAMBDA_LOGIT': 0.0}, head_info(8, 8, student=coarse))
         identity_adapter(loss_fn)
         loss, tb = loss_fn(t, s, {})
         assert torch.isfinite(loss)
         feats[mode] = tb['rdd_feat']
     assert feats['resample'] == pytest.approx(feats['native'], rel=1e-4)  # constant student map: same regions
-    with pytest.raises(ValueError, match='does not match its geometry'):
-        RDDLoss.from_config({}, 8, 8, head_info())(t, s, {})  # student map size contradicts its stride
+    with pytest.raises(ValueError, match=r'H=20, W=20 but its grid'):
+        RDDLoss.from_config({}, head_info(8, 8))(t, s, {})  # student map size contradicts its stride
 
 
 def test_use_gt_and_compression_terms():
     gen = torch.Generator().manual_seed(6)
-    loss_fn = RDDLoss.from_config({'PROPOSAL': {'USE_GT': True}, 'COMPRESSION_BETA': 0.1}, 8, 4, head_info())
+    loss_fn = RDDLoss.from_config({'PROPOSAL': {'USE_GT': True}, 'COMPRESSION_BETA': 0.1}, head_info(8, 4))
     t, s = outputs(1, 8, (40, 40), gen, num_boxes=0), outputs(1, 4, (40, 40), gen, num_boxes=0)
     gt = torch.zeros(1, 2, 10)
     gt[0, 0] = torch.tensor([1.0, 2.0, 0.0, 4.0, 2.0, 1.5, 0.3, 0.0, 0.0, 9.0])
@@ -185,7 +190,7 @@ def test_full_size_forward_runs():
     gen = torch.Generator().manual_seed(7)
     geo = {'point_cloud_range': [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0], 'voxel_size': [0.075, 0.075, 0.2],
            'feature_map_stride': 8}
-    loss_fn = RDDLoss.from_config({}, 512, 256, head_info(geo, geo))
+    loss_fn = RDDLoss.from_config({}, head_info(512, 256, geo, geo))
     t = outputs(2, 512, (180, 180), gen, num_boxes=60)
     s = outputs(2, 256, (180, 180), gen, num_boxes=60)
     for o in (t, s):
@@ -204,7 +209,7 @@ def test_ablation_switches_one_sided_proposals_and_fixed_variances():
     gen = torch.Generator().manual_seed(8)
     t, s = outputs(1, 8, (40, 40), gen), outputs(1, 4, (40, 40), gen)
     loss_fn = RDDLoss.from_config({'PROPOSAL': {'SOURCES': ['teacher']}, 'LEARN_VAR': False, 'DISPARITY': 'snr'},
-                                  8, 4, head_info())
+                                  head_info(8, 4))
     assert 'student_boxes' not in loss_fn.REQUIRES
     s['boxes'] = None  # the Distiller does not decode the student then
     loss, tb = loss_fn(t, s, {})
@@ -212,8 +217,8 @@ def test_ablation_switches_one_sided_proposals_and_fixed_variances():
     loss.backward()
     assert loss_fn.feat_var.s.grad is None and loss_fn.adapter.weight.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match='SOURCES'):
-        RDDLoss.from_config({'PROPOSAL': {'SOURCES': ['gt']}}, 8, 4, head_info())
-    bilateral = RDDLoss.from_config({}, 8, 4, head_info())
+        RDDLoss.from_config({'PROPOSAL': {'SOURCES': ['gt']}}, head_info(8, 4))
+    bilateral = RDDLoss.from_config({}, head_info(8, 4))
     assert 'student_boxes' in bilateral.REQUIRES
     with pytest.raises(ValueError, match='student boxes'):
         bilateral(t, s, {})
@@ -228,7 +233,7 @@ def test_optimising_the_loss_pulls_student_regions_to_the_teacher():
     for d in s_preds:
         for v in d.values():
             v.requires_grad_(True)
-    loss_fn = RDDLoss.from_config({'GAMMA': 1.0}, 8, 4, head_info())
+    loss_fn = RDDLoss.from_config({'GAMMA': 1.0}, head_info(8, 4))
     params = [student_map] + [v for d in s_preds for v in d.values()] + list(loss_fn.parameters())
     opt = torch.optim.Adam(params, lr=0.1)
     history = []
@@ -251,9 +256,9 @@ def test_feature_term_and_gradients_match_plain_reference():
     from rdd.distill.rdd.balanced_mask import balanced_pair_weights, weighted_sample_mean
     from rdd.distill.rdd.disparity import gaussian_kl_disparity, select_top_fraction
     from rdd.distill.rdd.mi_bounds import gaussian_bound
-    from rdd.distill.rdd.roi_grid_pool import roi_grid_pool
+    from rdd.ops.bev_pool import roi_grid_pool
     gen = torch.Generator().manual_seed(11)
-    loss_fn = RDDLoss.from_config({'LAMBDA_LOGIT': 0.0, 'COMPRESSION_BETA': 0.3}, 8, 4, head_info())
+    loss_fn = RDDLoss.from_config({'LAMBDA_LOGIT': 0.0, 'COMPRESSION_BETA': 0.3}, head_info(8, 4))
     with torch.no_grad():
         loss_fn.feat_var.s.normal_(generator=gen)
     t, s = outputs(2, 8, (40, 40), gen, num_boxes=9), outputs(2, 4, (40, 40), gen, num_boxes=9)

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from rdd.datasets.synthetic import LidarConfig, make_point_cloud, write_synthetic_nuscenes
+from rdd.datasets.synthetic import LidarConfig, clear_synthetic_root, make_point_cloud, write_synthetic_nuscenes
 from rdd.datasets.synthetic.classes import CLASS_SPECS
 
 TINY = dict(samples_per_scene=2, version='v1.0-mini', lidar=LidarConfig(azimuth_res_deg=4.0))
@@ -31,14 +31,15 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
     assert set(fa) != set(fc) or any(fa[k] != fc[k] for k in fa)
     with pytest.raises(FileExistsError, match='already exists'):
         write_synthetic_nuscenes(a.root, 2, seed=3, **TINY)
-    again = write_synthetic_nuscenes(a.root, 2, seed=3, overwrite=True, **TINY)
+    clear_synthetic_root(a.root, TINY['version'])
+    again = write_synthetic_nuscenes(a.root, 2, seed=3, **TINY)
     assert _all_files(again.root) == fb
 
 
 def test_overwrite_refuses_a_non_synthetic_root(tmp_path):
     (tmp_path / 'v1.0-mini').mkdir()
     with pytest.raises(FileExistsError, match='not a synthetic root'):
-        write_synthetic_nuscenes(tmp_path, 2, seed=0, overwrite=True, **TINY)
+        clear_synthetic_root(tmp_path, TINY['version'])
 
 
 def test_too_many_scenes_for_mini_names_the_limit(tmp_path):

@@ -25,7 +25,8 @@ def test_demo_quick_writes_table(tmp_path):
 def test_rdd_demo_config_matches_what_the_demo_runs(quick):
     """The demo runs configs/demo/rdd_cp_voxel_s.yaml as it is: it must train on the student's schedule and data,
     from the teacher the demo trains, so that running it by hand reproduces the demo's RDD row."""
-    from rdd.engine.cli import REPO_ROOT, load_config
+    from rdd.config import ROOT_DIR as REPO_ROOT
+    from rdd.engine.cli import load_config
     plan = demo.PLANS['quick' if quick else 'full']
     assert demo.schedule(demo.CONFIGS['rdd'], plan) == demo.schedule(demo.CONFIGS['student'], plan)
     rdd = load_config(str(REPO_ROOT / demo.CONFIGS['rdd']))

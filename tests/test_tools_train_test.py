@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from rdd.engine import train_pipeline
+from rdd.engine.hooks import HookBase
 from rdd.engine.logging_utils import read_scalar_log
-from rdd.models.checkpoint import CheckpointError
+from rdd.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / 'tests' / 'configs' / 'tiny_teacher.yaml')
@@ -102,11 +103,12 @@ def test_kill_and_resume_reproduces_losses_and_lr(synth_nusc, tmp_path):
     class Killed(Exception):
         pass
 
-    def kill(trainer, record):
-        if record['it'] == 5:  # mid-epoch 2; latest_model.pth holds iteration 5 (0-based 4 done)
-            raise Killed()
+    class Kill(HookBase):  # a user hook: added without touching the trainer
+        def after_step(self, trainer, record):
+            if record['it'] == 5:  # mid-epoch 2; latest_model.pth holds iteration 5 (0-based 4 done)
+                raise Killed()
     with pytest.raises(Killed):
-        train_pipeline.main(argv(run_out), hooks=[kill])
+        train_pipeline.main(argv(run_out), hooks=[Kill()])
     torch.manual_seed(12345)  # a resumed run must take its RNG state from the checkpoint, not from here
     train_pipeline.main(argv(run_out))
     resumed = read_scalar_log(run_dir(run_out) / 'scalars.jsonl')

@@ -5,6 +5,13 @@
 ``--root`` is the devkit dataroot holding ``<version>/`` (OpenPCDet: ``DATA_PATH/VERSION``); the outputs are
 written there: ``nuscenes_infos_10sweeps_{train,val}.pkl``, ``gt_database_10sweeps_withvelo/`` and
 ``nuscenes_dbinfos_10sweeps_withvelo.pkl`` (the database is built on the CPU).
+
+Scene split (logged): the devkit's official split for an official version name, as OpenPCDet's create_data.py
+(a ``splits.json`` in the version folder is ignored); a custom split file for any other version name, or when
+given with ``--split_file`` (name its splits with ``--train_split`` / ``--val_split``):
+
+    python tools/create_data.py nuscenes --root /data/other/v1.0-custom --version v1.0-custom \
+        --train_split train_detect --val_split holdout
 """
 import argparse
 import logging
@@ -24,8 +31,14 @@ def parse_args(argv=None):
     nus.add_argument('--root', required=True, help='devkit dataroot (holds <version>/ with the JSON tables)')
     nus.add_argument('--version', default='v1.0-trainval', help='v1.0-trainval, v1.0-mini, v1.0-test, ...')
     nus.add_argument('--split-file', '--split_file', default=None,
-                     help='JSON {"train": [scene names], "val": [...]}; default <root>/<version>/splits.json '
-                          "if present, else the devkit's official split")
+                     help='custom split file in the devkit\'s format {"split name": [scene names], ...}. Default: '
+                          "the devkit's official split for v1.0-trainval / v1.0-mini / v1.0-test (a splits.json in "
+                          'the version folder is ignored, as OpenPCDet does); <root>/<version>/splits.json for any '
+                          'other version name')
+    nus.add_argument('--train-split', '--train_split', default=None,
+                     help="the custom split file's train split (default: 'train')")
+    nus.add_argument('--val-split', '--val_split', default=None,
+                     help="the custom split file's val split (default: 'val')")
     nus.add_argument('--max-sweeps', '--max_sweeps', type=int, default=10)
     nus.add_argument('--no-gt-database', '--no_gt_database', action='store_true',
                      help='skip the GT-sampling database')
@@ -38,7 +51,8 @@ def main(argv=None):
     from rdd.datasets.gt_database import create_groundtruth_database
     from rdd.datasets.nuscenes_infos import create_nuscenes_infos
     start = time.time()
-    paths = create_nuscenes_infos(args.root, args.version, split_file=args.split_file, max_sweeps=args.max_sweeps)
+    paths = create_nuscenes_infos(args.root, args.version, split_file=args.split_file, max_sweeps=args.max_sweeps,
+                                  train_split=args.train_split, val_split=args.val_split)
     for split, path in paths.items():
         print(f'{split} infos: {path}')
     if not args.no_gt_database and 'train' in paths:

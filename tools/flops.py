@@ -1,6 +1,6 @@
 """Parameters, MACs (sparse convs counted from their real index pairs) and CPU latency of detector configs.
 
-    python tools/flops.py --cfg configs/cp_voxel_0075.yaml --cfg configs/cp_voxel_s.yaml [--json out.json]
+    python tools/flops.py --cfg configs/cp_voxel_0075.yaml --cfg configs/cp_voxel_s_0075.yaml [--json out.json]
                           [--points FILE] [--runs N] [--set KEY VALUE ...]
 
 Input: one LiDAR cloud, by default a nuScenes-size synthetic 10-sweep cloud
@@ -62,7 +62,7 @@ def main(argv=None):
 
     import torch
     from rdd.config import cfg_from_list, cfg_from_yaml_file
-    from rdd.models.complexity import profile_model
+    from rdd.engine.profiling import profile_model
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.points:

@@ -13,7 +13,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rdd.datasets.cli import run_cli  # noqa: E402
-from rdd.datasets.synthetic import LidarConfig, write_synthetic_nuscenes  # noqa: E402
+from rdd.datasets.synthetic import LidarConfig, clear_synthetic_root, write_synthetic_nuscenes  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -36,10 +36,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
+    if args.overwrite:
+        clear_synthetic_root(args.root, args.version)
     out = write_synthetic_nuscenes(args.root, args.scenes, seed=args.seed, samples_per_scene=args.samples_per_scene,
                                    version=args.version, val_fraction=args.val_fraction,
-                                   lidar=LidarConfig(azimuth_res_deg=args.azimuth_res), workers=args.workers,
-                                   overwrite=args.overwrite)
+                                   lidar=LidarConfig(azimuth_res_deg=args.azimuth_res), workers=args.workers)
     print(f'wrote {len(out.train_scenes)} train + {len(out.val_scenes)} val scenes, {out.num_samples} samples, '
           f'{out.num_sweep_files} LiDAR files to {out.root} ({out.version}) in {time.time() - start:.1f} s; '
           f'split: {out.split_file}')

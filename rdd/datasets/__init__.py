@@ -1,8 +1,7 @@
 """Datasets: registry, ``build_dataloader`` (OpenPCDet's signature), nuScenes dataset and evaluation.
 
-``DATASETS`` maps ``DATA_CONFIG.DATASET`` names to dataset classes, given lazily as ``'module:Class'`` strings
-(or classes registered with :func:`register_dataset`) so that importing ``rdd.datasets`` stays light.
-A dataset class must follow OpenPCDet's contract:
+``DATASETS`` (:mod:`rdd.datasets.registry`) maps ``DATA_CONFIG.DATASET`` names to dataset classes; importing this
+package registers ``NuScenesDataset``. A dataset class must follow OpenPCDet's contract:
 
 * ``__init__(dataset_cfg, class_names, training=True, root_path=None, logger=None)``;
 * ``__len__``, ``__getitem__(i) -> dict`` of numpy arrays (``points``, ``voxels``, ``voxel_coords`` ``[z, y, x]``,
@@ -12,32 +11,15 @@ A dataset class must follow OpenPCDet's contract:
   (result_str, result_dict)``;
 * attributes ``point_cloud_range``, ``grid_size``, ``voxel_size``, ``point_feature_encoder``, ``class_names``,
   ``merge_all_iters_to_one_epoch(merge, epochs)``.
+* optional ``check_evaluation_inputs()``: raises when ``evaluation`` would fail or score wrongly (bad devkit
+  tables, infos covering part of the split); ``tools/test.py`` calls it before inference.
 """
-import importlib
 from functools import partial
 
-DATASETS = {'NuScenesDataset': 'rdd.datasets.nuscenes_dataset:NuScenesDataset'}
+from . import nuscenes_dataset  # noqa: F401  (registers NuScenesDataset)
+from .registry import DATASETS
 
-__all__ = ['DATASETS', 'register_dataset', 'get_dataset_class', 'build_dataloader', 'worker_init_fn']
-
-
-def register_dataset(name):
-    """Class decorator adding a dataset class to ``DATASETS`` under ``name``."""
-    def deco(cls):
-        DATASETS[name] = cls
-        return cls
-    return deco
-
-
-def get_dataset_class(name):
-    """The dataset class registered as ``name`` (``DATA_CONFIG.DATASET``)."""
-    if name not in DATASETS:
-        raise KeyError(f'DATA_CONFIG.DATASET {name!r} is not registered; known: {sorted(DATASETS)}')
-    entry = DATASETS[name]
-    if isinstance(entry, str):
-        module, cls_name = entry.split(':')
-        entry = DATASETS[name] = getattr(importlib.import_module(module), cls_name)
-    return entry
+__all__ = ['DATASETS', 'build_dataloader', 'worker_init_fn']
 
 
 def worker_init_fn(worker_id, seed=None):
@@ -75,8 +57,8 @@ def build_dataloader(dataset_cfg, class_names, batch_size, dist, root_path=None,
     import torch
     from torch.utils.data import DataLoader, DistributedSampler
 
-    dataset = get_dataset_class(dataset_cfg.DATASET)(dataset_cfg=dataset_cfg, class_names=class_names,
-                                                     root_path=root_path, training=training, logger=logger)
+    dataset = DATASETS.get(dataset_cfg.DATASET)(dataset_cfg=dataset_cfg, class_names=class_names,
+                                                root_path=root_path, training=training, logger=logger)
     if merge_all_iters_to_one_epoch:
         dataset.merge_all_iters_to_one_epoch(merge=True, epochs=total_epochs)
     sampler = DistributedSampler(dataset, shuffle=training) if dist else None

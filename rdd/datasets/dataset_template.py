@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch.utils.data as torch_data
 
+from .augmentor import DataAugmentor
 from .pickle_utils import LoggerFreePickleMixin
 from .processor import DataProcessor, PointFeatureEncoder
 
@@ -38,7 +39,6 @@ class DatasetTemplate(LoggerFreePickleMixin, torch_data.Dataset):
                                                          point_cloud_range=self.point_cloud_range)
         self.data_augmentor = None
         if training:
-            from .augmentor import DataAugmentor
             self.data_augmentor = DataAugmentor(self.root_path, dataset_cfg.DATA_AUGMENTOR, self.class_names,
                                                 logger=self.logger)
         self.data_processor = DataProcessor(dataset_cfg.DATA_PROCESSOR, point_cloud_range=self.point_cloud_range,

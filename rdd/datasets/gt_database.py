@@ -16,6 +16,8 @@ from typing import Iterable, Optional
 import numpy as np
 from tqdm import tqdm
 
+from rdd.ops.points_in_boxes import points_in_boxes_index
+
 from .nuscenes_infos import check_lidar_file, info_path
 
 logger = logging.getLogger(__name__)
@@ -49,7 +51,6 @@ def box_index_of_points(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """(N,) int64 index of the first box (M, 7+) containing each point (N, 3+), or -1: the result of
     ``points_in_boxes_index(points, boxes, margin=0)``, computed box by box on the points near each box
     (found by sorting on x), which is much faster on a 300k-point 10-sweep cloud."""
-    from rdd.ops.points_in_boxes import points_in_boxes_index
     out = np.full(len(points), -1, dtype=np.int64)
     if len(points) == 0 or len(boxes) == 0:
         return out

@@ -8,27 +8,34 @@ replace=False)`` (all of them, in random order, for OpenPCDet's 10-sweep infos),
 
 Paths: ``DATA_PATH`` (relative paths resolve against the repository root, never the CWD; ``root_path``
 overrides it) ``/ VERSION`` is the version root that ``INFO_PATH``, info ``lidar_path``s and gt_sampling paths are
-relative to. ``SPLIT_FILE`` (optional) names a custom scene-split JSON ``{"train": [scene names], "val": [...]}``
-used by the evaluation; by default ``<version root>/<VERSION>/splits.json`` (the devkit's custom-split place) if
-present, else the devkit's official splits. The version root is the devkit's ``dataroot`` (OpenPCDet's).
+relative to. ``SPLIT_FILE`` (optional) names a custom scene-split file (devkit format ``{"split name": [scene
+names]}``) used by the evaluation; by default the devkit's official splits for an official ``VERSION`` and
+``<version root>/<VERSION>/splits.json`` for a custom one (:mod:`rdd.datasets.nuscenes_splits`, the rule info
+creation follows too). The version root is the devkit's ``dataroot`` (OpenPCDet's).
 """
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
 
-from .dataset_template import DatasetTemplate
-from .pickle_utils import load_pickle
+from rdd.config import ROOT_DIR, resolve_path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .dataset_template import DatasetTemplate
+from .nuscenes_eval import check_evaluation_inputs, evaluate_det_annos
+from .nuscenes_splits import split_file_for
+from .pickle_utils import load_pickle
+from .registry import DATASETS
+
 NUSCENES_DETECTION_NAMES = ('car', 'truck', 'construction_vehicle', 'bus', 'trailer', 'barrier', 'motorcycle',
                             'bicycle', 'pedestrian', 'traffic_cone')
 
 
 def resolve_data_path(data_path, root_path=None):
     """``root_path`` if given, else ``DATA_PATH`` (relative to the repository root when relative)."""
-    path = Path(root_path if root_path is not None else data_path).expanduser()
-    return path if path.is_absolute() or root_path is not None else REPO_ROOT / path
+    if root_path is not None:
+        return Path(root_path).expanduser()
+    return resolve_path(data_path, [ROOT_DIR])
 
 
 def read_points_bin(path, num_features=5):
@@ -57,6 +64,7 @@ def check_infos_class_names(infos, class_names, path):
                          f'(unknown: {unknown}) do not match CLASS_NAMES {list(class_names)}')
 
 
+@DATASETS.register()
 class NuScenesDataset(DatasetTemplate):
     """OpenPCDet-compatible nuScenes dataset. Args as :class:`DatasetTemplate`; ``root_path`` overrides
     ``DATA_PATH``."""
@@ -172,23 +180,29 @@ class NuScenesDataset(DatasetTemplate):
 
     # ------------------------------------------------------------------ evaluation
     def split_file(self):
-        """Custom scene-split JSON for evaluation, or None for the devkit's official splits.
+        """Custom scene-split file for evaluation, or None for the devkit's official splits.
 
-        ``SPLIT_FILE`` if set (relative paths resolve against the repository root); else the devkit's custom-split
-        location ``<version root>/<VERSION>/splits.json`` (where the synthetic writer puts it) or
-        ``<version root>/splits.json`` when present.
+        ``SPLIT_FILE`` if set (relative paths resolve against the repository root); else
+        :func:`rdd.datasets.nuscenes_splits.split_file_for`: None for an official ``VERSION`` (a ``splits.json``
+        in its folder is ignored, as at info creation), ``<version root>/<VERSION>/splits.json`` for a custom one.
         """
         cfg_path = self.dataset_cfg.get('SPLIT_FILE', None)
         if cfg_path:
-            path = Path(cfg_path).expanduser()
-            path = path if path.is_absolute() else REPO_ROOT / path
+            path = resolve_path(cfg_path, [ROOT_DIR])
             if not path.is_file():
                 raise FileNotFoundError(f'DATA_CONFIG.SPLIT_FILE not found: {path}')
-            return path
-        for path in (self.root_path / self.dataset_cfg.VERSION / 'splits.json', self.root_path / 'splits.json'):
-            if path.is_file():
-                return path
-        return None
+            cfg_path = str(path)
+        return split_file_for(self.root_path, self.dataset_cfg.VERSION, cfg_path or None)
+
+    def check_evaluation_inputs(self):
+        """Raise before inference when :meth:`evaluation` would fail or score wrongly: a devkit table that cannot
+        be loaded (DevkitTableError naming the file), a split that does not resolve, or infos that cover only
+        part of the evaluation split (PartialEvaluationError). See
+        :func:`rdd.datasets.nuscenes_eval.check_evaluation_inputs`."""
+        split = self.dataset_cfg.get('DATA_SPLIT', {}).get(self.mode, 'val')
+        paths = [str(self.root_path / p) for p in self.dataset_cfg.INFO_PATH.get(self.mode, [])]
+        check_evaluation_inputs([info['token'] for info in self.infos], self.root_path, self.dataset_cfg.VERSION,
+                                split, self.split_file(), what=f'the info files {paths}')
 
     def evaluation(self, det_annos, class_names, output_path=None, **kwargs):
         """Score ``det_annos`` with the nuScenes devkit; returns ``(result_str, result_dict)``.
@@ -196,7 +210,6 @@ class NuScenesDataset(DatasetTemplate):
         See :func:`rdd.datasets.nuscenes_eval.evaluate_det_annos`. The split is ``DATA_SPLIT[mode]``
         ('val' by default; mapped to 'mini_val' for v1.0-mini when no custom split file applies).
         """
-        from .nuscenes_eval import evaluate_det_annos
         split = self.dataset_cfg.get('DATA_SPLIT', {}).get(self.mode, 'val')
         return evaluate_det_annos(det_annos, class_names, data_root=self.root_path, version=self.dataset_cfg.VERSION,
                                   split=split, split_file=self.split_file(), output_path=output_path,

@@ -15,6 +15,12 @@ treats names like 'val' as official (so a custom 'val' cannot go through its own
 file may live outside ``<dataroot>/<version>/``, and a subclass leaves no global state behind. Filtering,
 matching and metrics are the devkit's code.
 
+Coverage. Predictions must cover every sample of the split (a sample with an empty prediction list counts as
+covered): predictions or info files that cover only part of it are refused (PartialEvaluationError, see
+:func:`rdd.datasets.nuscenes_splits.check_split_coverage`), never scored as if the missing samples had no
+detections. :func:`check_evaluation_inputs` checks the info files' coverage and the devkit tables before
+inference.
+
 When no sample of the split has any prediction the devkit crashes; we then return mAP = NDS = 0 and TP errors
 of 1 with a warning (``results_nusc.json`` is still written).
 """
@@ -22,8 +28,12 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+
+from .nuscenes_splits import check_split_coverage, split_sample_tokens
+from .nuscenes_tables import check_devkit_tables, load_nuscenes
 
 MAX_BOXES_PER_SAMPLE = 500
 ERR_NAMES = {'trans_err': 'mATE', 'scale_err': 'mASE', 'orient_err': 'mAOE', 'vel_err': 'mAVE', 'attr_err': 'mAAE'}
@@ -133,41 +143,26 @@ def det_annos_to_nusc_results(det_annos, nusc, sample_tokens=None):
 
 
 def get_nusc(data_root, version, verbose=False):
-    """A cached ``NuScenes(version, data_root)`` (loading the tables is slow on trainval)."""
-    from nuscenes.nuscenes import NuScenes
+    """A cached ``NuScenes(version, data_root)`` (loading the tables is slow on trainval); a table that cannot be
+    loaded is a DevkitTableError naming the file (:func:`rdd.datasets.nuscenes_tables.load_nuscenes`)."""
     key = (str(Path(data_root).resolve()), version)
     if key not in _NUSC_CACHE:
         _NUSC_CACHE.clear()
-        _NUSC_CACHE[key] = NuScenes(version=version, dataroot=str(data_root), verbose=verbose)
+        _NUSC_CACHE[key] = load_nuscenes(data_root, version, verbose=verbose)
     return _NUSC_CACHE[key]
 
 
-def split_sample_tokens(nusc, split, split_file=None):
-    """``(eval_set_name, sample_tokens, is_custom)`` for ``split`` of ``nusc``.
-
-    With ``split_file`` the scenes come from that JSON; otherwise from the devkit's official splits ('val'/'train'
-    become 'mini_val'/'mini_train' on v1.0-mini).
-    """
-    if split_file is not None:
-        with open(split_file) as f:
-            splits = json.load(f)
-        if split not in splits:
-            raise KeyError(f'Split {split!r} not found in split file {split_file} (has {sorted(splits)})')
-        scenes, custom = set(splits[split]), True
-    else:
-        from nuscenes.utils.splits import create_splits_scenes
-        if nusc.version.endswith('mini') and split in ('train', 'val'):
-            split = 'mini_' + split
-        official = create_splits_scenes()
-        if split not in official:
-            raise KeyError(f'{split!r} is not an official nuScenes split ({sorted(official)}); give SPLIT_FILE')
-        scenes, custom = set(official[split]), False
-    known = {s['name'] for s in nusc.scene}
-    if custom and not scenes <= known:
-        raise ValueError(f'Split file {split_file}: scenes {sorted(scenes - known)[:5]} of split {split!r} are not in '
-                         f'{nusc.version} at {nusc.dataroot}')
-    scene_tokens = {s['token'] for s in nusc.scene if s['name'] in scenes}
-    return split, [s['token'] for s in nusc.sample if s['scene_token'] in scene_tokens], custom
+def check_evaluation_inputs(sample_tokens, data_root, version, split='val', split_file=None, what='the infos'):
+    """Before inference: the devkit tables of ``<data_root>/<version>`` load (DevkitTableError naming the file
+    otherwise), the split resolves, and ``sample_tokens`` (the samples that will be predicted) cover the whole
+    evaluation split (PartialEvaluationError otherwise). Reads each table once and keeps only ``scene`` / ``sample``
+    (a few seconds on v1.0-mini sizes, tens of seconds on v1.0-trainval: small next to inference)."""
+    tables = check_devkit_tables(data_root, version)
+    if version.endswith('test') and split_file is None:
+        return
+    view = SimpleNamespace(version=version, dataroot=str(data_root), scene=tables['scene'], sample=tables['sample'])
+    eval_set, split_tokens, _ = split_sample_tokens(view, split, split_file)
+    check_split_coverage(sample_tokens, split_tokens, eval_set, what)
 
 
 def _sample_tokens_eval_class():
@@ -224,7 +219,7 @@ def format_metrics(metrics, class_names):
 
 
 def evaluate_det_annos(det_annos, class_names, data_root, version, split='val', split_file=None, output_path=None,
-                       logger=None, verbose=False):
+                       logger=None):
     """Write ``results_nusc.json`` for ``det_annos`` and score it with the devkit.
 
     Args:
@@ -237,15 +232,20 @@ def evaluate_det_annos(det_annos, class_names, data_root, version, split='val', 
         output_path: folder for results and devkit outputs (a temporary folder when None).
     Returns:
         ``(result_str, result_dict)`` as :func:`format_metrics`; printed through ``logger``.
+    Raises PartialEvaluationError when ``det_annos`` miss samples of the split (see
+    :func:`rdd.datasets.nuscenes_splits.check_split_coverage` for why this is refused), DevkitTableError naming
+    a devkit table that cannot be loaded.
     """
     logger = logger or logging.getLogger(__name__)
     output_path = Path(output_path) if output_path is not None else Path(tempfile.mkdtemp(prefix='rdd_nusc_eval_'))
     output_path.mkdir(parents=True, exist_ok=True)
-    nusc = get_nusc(data_root, version, verbose=verbose)
+    nusc = get_nusc(data_root, version)
     if version.endswith('test') and split_file is None:
         sample_tokens, custom, eval_set = None, False, 'test'
     else:
         eval_set, sample_tokens, custom = split_sample_tokens(nusc, split, split_file)
+        check_split_coverage([d['metadata']['token'] for d in det_annos], sample_tokens, eval_set,
+                             f'the predictions of {len(det_annos)} samples')
     results = det_annos_to_nusc_results(det_annos, nusc, sample_tokens)
     res_path = output_path / 'results_nusc.json'
     with open(res_path, 'w') as f:
@@ -266,11 +266,11 @@ def evaluate_det_annos(det_annos, class_names, data_root, version, split='val', 
     cfg = config_factory('detection_cvpr_2019')
     if custom:
         evaluator = _sample_tokens_eval_class()(nusc, cfg, str(res_path), sample_tokens, str(output_path),
-                                                verbose=verbose, eval_set=eval_set)
+                                                verbose=False, eval_set=eval_set)
     else:
         from nuscenes.eval.detection.evaluate import DetectionEval
         evaluator = DetectionEval(nusc, config=cfg, result_path=str(res_path), eval_set=eval_set,
-                                  output_dir=str(output_path), verbose=verbose)
+                                  output_dir=str(output_path), verbose=False)
     metrics = evaluator.main(plot_examples=0, render_curves=False)
     result_str, details = format_metrics(metrics, class_names)
     logger.info('\n%s', result_str)

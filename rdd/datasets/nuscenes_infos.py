@@ -15,13 +15,13 @@ info is a dict with OpenPCDet's fields (``pcdet/datasets/nuscenes/nuscenes_utils
   names through ``MAP_NAME_FROM_GENERAL_TO_DETECTION``, ``gt_boxes_token``, ``num_lidar_pts``, ``num_radar_pts``
   (N,) int64; boxes with no LiDAR and no radar point are dropped.
 
-Scene split: ``split_file`` (JSON ``{"train": [scene names], "val": [...]}``, or ``mini_train`` / ``mini_val``)
-if given, else ``<root>/<version>/splits.json`` if present (the synthetic writer puts one there), else the
-devkit's official split for the version. Unlike OpenPCDet, scenes listed in neither split are left out.
+Scene split: :func:`rdd.datasets.nuscenes_splits.resolve_split` (official versions: the devkit's official split,
+a ``splits.json`` in the version folder ignored, as OpenPCDet does; custom versions or an explicit ``split_file``:
+a devkit-format custom split file whose train / val splits are named). Unlike OpenPCDet, scenes listed in neither
+split are left out.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
@@ -30,6 +30,9 @@ from typing import Optional
 
 import numpy as np
 from tqdm import tqdm
+
+from .nuscenes_splits import resolve_split
+from .nuscenes_tables import load_nuscenes
 
 logger = logging.getLogger(__name__)
 
@@ -67,42 +70,6 @@ def quaternion_yaw(q) -> float:
     """Yaw (rad) of a box orientation: angle of its rotated +x axis in the xy plane (as OpenPCDet)."""
     v = np.dot(q.rotation_matrix, np.array([1.0, 0.0, 0.0]))
     return float(np.arctan2(v[1], v[0]))
-
-
-def load_split(root: str, version: str, scene_names, split_file: Optional[str] = None):
-    """(train scene names, val scene names, description of the source) for this dataroot."""
-    if split_file is None:
-        default = os.path.join(root, version, 'splits.json')
-        split_file = default if os.path.isfile(default) else None
-    if split_file is not None:
-        if not os.path.isfile(split_file):
-            raise FileNotFoundError(f'split file not found: {split_file}')
-        with open(split_file) as f:
-            data = json.load(f)
-        keys = ('train', 'val') if ('train' in data or 'val' in data) else ('mini_train', 'mini_val')
-        if not isinstance(data, dict) or not any(k in data for k in keys):
-            raise ValueError(f'split file {split_file} must hold {{"train": [scene names], "val": [...]}}')
-        train, val = list(data.get(keys[0], [])), list(data.get(keys[1], []))
-        unknown = sorted(set(train + val) - set(scene_names))
-        if unknown:
-            raise ValueError(f'split file {split_file} names scenes not in {os.path.join(root, version)}: '
-                             f'{unknown[:5]}{" ..." if len(unknown) > 5 else ""}')
-        source = f'split file {split_file}'
-    else:
-        from nuscenes.utils import splits
-        official = {'v1.0-trainval': (splits.train, splits.val), 'v1.0-mini': (splits.mini_train, splits.mini_val),
-                    'v1.0-test': (splits.test, [])}
-        if version not in official:
-            raise ValueError(f'version {version!r} has no official split: pass a split file (JSON '
-                             f'{{"train": [...], "val": [...]}}) or put one at {os.path.join(root, version, "splits.json")}')
-        available = set(scene_names)  # OpenPCDet keeps the split's scenes that the dataroot holds
-        train = [s for s in official[version][0] if s in available]
-        val = [s for s in official[version][1] if s in available]
-        source = f"the devkit's official {version} split (nuscenes/utils/splits.py)"
-    if not train or (not val and not version.endswith('test')):
-        empty = 'train' if not train else 'val'
-        raise ValueError(f'empty {empty} split: {source} selects no {empty} scene in {os.path.join(root, version)}')
-    return train, val, source
 
 
 def _sweeps(nusc, ref_sd_rec, ref_lidar_rel, ref_time, ref_from_car, car_from_global, root, max_sweeps):
@@ -197,22 +164,21 @@ def fill_infos(nusc, root: str, train_scenes, val_scenes, test: bool = False, ma
 
 
 def create_nuscenes_infos(root: str, version: str, split_file: Optional[str] = None, max_sweeps: int = 10,
-                          save_path: Optional[str] = None) -> dict:
+                          save_path: Optional[str] = None, train_split: Optional[str] = None,
+                          val_split: Optional[str] = None) -> dict:
     """Write ``nuscenes_infos_{max_sweeps}sweeps_{train,val}.pkl`` (``_test`` for v1.0-test) into ``save_path``
-    (default: ``root``, the devkit dataroot that holds ``<version>/``). Returns ``{split: path}``."""
+    (default: ``root``, the devkit dataroot that holds ``<version>/``). Returns ``{split: path}``.
+
+    ``split_file`` / ``train_split`` / ``val_split``: see :func:`rdd.datasets.nuscenes_splits.resolve_split`.
+    """
     root = os.path.abspath(os.fspath(root))
-    table_dir = os.path.join(root, version)
-    if not os.path.isdir(table_dir):
-        raise FileNotFoundError(f'nuScenes version folder not found: {table_dir} (the dataroot {root} must hold '
-                                f'{version}/ with the JSON tables)')
     if max_sweeps < 1:
         raise ValueError(f'max_sweeps must be >= 1, got {max_sweeps}')
-    from nuscenes.nuscenes import NuScenes
-    nusc = NuScenes(version=version, dataroot=root, verbose=False)
+    nusc = load_nuscenes(root, version)  # a missing folder or bad table: an error naming it
     test = version.endswith('test')
-    train, val, source = load_split(root, version, [s['name'] for s in nusc.scene], split_file)
-    logger.info('%s: %d train scenes, %d val scenes (%s)', version, len(train), len(val), source)
-    train_infos, val_infos = fill_infos(nusc, root, train, val, test=test, max_sweeps=max_sweeps)
+    split = resolve_split(root, version, [s['name'] for s in nusc.scene], split_file, train_split, val_split)
+    logger.info('%s: %d train scenes, %d val scenes from %s', version, len(split.train), len(split.val), split.source)
+    train_infos, val_infos = fill_infos(nusc, root, split.train, split.val, test=test, max_sweeps=max_sweeps)
     save_path = os.path.abspath(os.fspath(save_path)) if save_path is not None else root
     os.makedirs(save_path, exist_ok=True)
     out = {}

@@ -21,153 +21,83 @@ are registered, computed and summed in key order (parameter and optimizer state 
 do not depend on the list order); only their ``prepare_student_batch`` hooks (label KD's) run in list order.
 """
 import logging
+from typing import Mapping, Optional
 
 import torch
 import torch.nn as nn
 
-from rdd.models import build_network, model_geometry
+from rdd.config import resolve_path
+from rdd.geometry import BEVGrid
+from rdd.models import build_network
 from rdd.models.checkpoint import load_state_dict_strict, read_checkpoint, read_model_state
-from rdd.models.detectors import register_detector
 
 from . import feature_taps
-from .subconfig import complete_sub_config
-from .registry import (DEFAULT_REQUIRES, GridInfo, KDConfigError, KDContext, build_kd_loss, decode_post_cfg,
-                       kd_loss_key)
-from .teacher import (FrozenTeacher, TeacherVoxelizer, freeze, grids_equal, kd_config_dirs, load_teacher_weights,
-                      resolve_teacher_ckpt, set_teacher_mode)
+from .build import (build_kd_losses, build_teacher, check_class_names, check_student_grid, parse_distiller_config,
+                    teacher_voxelizer)
+from .context import KDContext, ModelFacts
+from .feature_taps import TapPlan
+from .teacher import FrozenTeacher, freeze, kd_config_dirs, set_teacher_mode
 
 _LOG = logging.getLogger(__name__)
 STUDENT_PREFIX, KD_PREFIX = 'student.', 'kd_losses.'
 
 
-def _grid_info(model_cfg, geom):
-    stride = int(model_cfg.DENSE_HEAD.TARGET_ASSIGNER_CONFIG.FEATURE_MAP_STRIDE)
-    gx, gy = int(geom.grid_size[0]), int(geom.grid_size[1])
-    return GridInfo(point_cloud_range=tuple(float(v) for v in geom.point_cloud_range),
-                    voxel_size=tuple(float(v) for v in geom.voxel_size), feature_map_stride=stride,
-                    map_size=(gy // stride, gx // stride))
-
-
-def _head_info(student, teacher, student_grid, teacher_grid):
-    s_head, t_head = student.dense_head, teacher.dense_head
-    if s_head.class_names_each_head != t_head.class_names_each_head:
-        raise KDConfigError('MODEL.TEACHER.MODEL.DENSE_HEAD.CLASS_NAMES_EACH_HEAD '
-                            f'{t_head.class_names_each_head} differs from the student\'s '
-                            f'{s_head.class_names_each_head}: head groups must match for distillation')
-    order = list(s_head.separate_head_cfg.HEAD_ORDER)
-    if order != list(t_head.separate_head_cfg.HEAD_ORDER):
-        raise KDConfigError('MODEL.TEACHER.MODEL.DENSE_HEAD.SEPARATE_HEAD_CFG.HEAD_ORDER differs from the student\'s')
-    head_dict = s_head.separate_head_cfg.HEAD_DICT
-
-    def side(grid, head):
-        return {'point_cloud_range': list(grid.point_cloud_range), 'voxel_size': list(grid.voxel_size),
-                'feature_map_stride': grid.feature_map_stride, 'map_size': tuple(grid.map_size),
-                'class_names_each_head': [list(h) for h in head.class_names_each_head],
-                'head_dict': {k: dict(v) for k, v in head.separate_head_cfg.HEAD_DICT.items()}}
-    return {
-        'teacher': side(teacher_grid, t_head), 'student': side(student_grid, s_head),
-        'class_names': list(s_head.class_names), 'class_names_each_head': s_head.class_names_each_head,
-        'head_order': order, 'head_channels': {k: int(head_dict[k]['out_channels']) for k in order},
-        'code_weights': list(s_head.model_cfg.LOSS_CONFIG.LOSS_WEIGHTS['code_weights']),
-        'teacher_grid': teacher_grid, 'student_grid': student_grid,
-    }
-
-
-@register_detector('Distiller')
 class Distiller(nn.Module):
     """Student + frozen teacher + KD losses, trained like a detector.
 
-    Args (OpenPCDet's ``build_network`` signature):
-        model_cfg: the ``MODEL`` section described in the module docstring.
-        num_class (int): number of classes (the student's).
-        dataset: the student's dataset (or ``model_geometry(cfg)``): ``class_names``, grid attributes.
-        cfg_file: optional path of the KD config (relative TEACHER_CKPT resolves against its directory).
+    Built from a config with :meth:`from_config` (OpenPCDet's ``build_network`` signature; registered as
+    ``'Distiller'``), or from built parts, e.g. toy modules in tests.
+
+    Args:
+        student: the student detector (CenterPoint-style: ``module_list``, ``dense_head``); a submodule.
+        teacher: the teacher detector; frozen (``requires_grad`` off, eval mode) and held outside the module tree.
+        kd_losses: ``{key: loss module}`` in ``MODEL.KD_LOSSES`` order (key = the entry's TAG or NAME; the
+            losses' ``prepare_student_batch`` hooks run in this order; they are registered, computed and summed in
+            key order).
+        weights: ``{key: WEIGHT}`` (default 1.0 for every key).
+        loss_det_weight: weight of the student's detection loss.
+        teacher_bn: ``'eval'`` (running statistics) or ``'batch'`` (this batch's statistics, buffers kept).
+        teacher_voxelizer: a :class:`~rdd.distill.teacher.TeacherVoxelizer` when the teacher's voxel grid differs
+            from the data pipeline's, else None.
     Train forward: ``({'loss'}, tb_dict, disp_dict)``; eval forward: the student's ``(pred_dicts, recall_dict)``.
     """
 
-    def __init__(self, model_cfg, num_class, dataset, cfg_file=None):
+    def __init__(self, student: nn.Module, teacher: nn.Module, kd_losses: Mapping[str, nn.Module],
+                 weights: Optional[Mapping[str, float]] = None, loss_det_weight: float = 1.0,
+                 teacher_bn: str = 'eval', teacher_voxelizer=None):
         super().__init__()
-        self.model_cfg = model_cfg
-        for key in ('STUDENT', 'TEACHER', 'KD_LOSSES'):
-            if key not in model_cfg:
-                raise KDConfigError(f'MODEL.{key} is required for MODEL.NAME Distiller')
-        if model_cfg.get('ADAPTERS', None):
-            raise KDConfigError('MODEL.ADAPTERS is not used: adapters belong to the KD loss that needs them '
-                                '(e.g. FitNetLoss ADAPTER, RDDLoss)')
-        student_cfg = complete_sub_config(model_cfg.STUDENT, 'MODEL.STUDENT')
-        teacher_cfg = complete_sub_config(model_cfg.TEACHER, 'MODEL.TEACHER')
-        for who, sub in (('STUDENT', student_cfg), ('TEACHER', teacher_cfg)):
-            if 'MODEL' not in sub:
-                raise KDConfigError(f'MODEL.{who} must be a whole config with a MODEL section '
-                                    f'(write MODEL.{who}: {{_BASE_CONFIG_: path/to/config.yaml}})')
-        class_names = list(dataset.class_names)
-        for who, sub in (('STUDENT', student_cfg), ('TEACHER', teacher_cfg)):
-            if 'CLASS_NAMES' in sub and list(sub.CLASS_NAMES) != class_names:
-                raise KDConfigError(f'MODEL.{who}.CLASS_NAMES {list(sub.CLASS_NAMES)} differ from CLASS_NAMES '
-                                    f'{class_names}: teacher and student must share the class list')
-        if 'DATA_CONFIG' in student_cfg and not grids_equal(model_geometry(student_cfg), dataset):
-            sg = model_geometry(student_cfg)
-            raise KDConfigError(f'MODEL.STUDENT.DATA_CONFIG grid (voxel {sg.voxel_size}, range '
-                                f'{list(sg.point_cloud_range)}) differs from the data pipeline DATA_CONFIG (voxel '
-                                f'{list(dataset.voxel_size)}, range {list(dataset.point_cloud_range)}): the exported '
-                                f'student would be evaluated on another grid than it was trained on')
-        self.num_class, self.class_names, self.dataset = num_class, class_names, dataset
-        self.student = build_network(student_cfg.MODEL, num_class=num_class, dataset=dataset)
-
-        teacher_geom = model_geometry(teacher_cfg)
-        teacher = build_network(teacher_cfg.MODEL, num_class=len(teacher_geom.class_names), dataset=teacher_geom)
-        ckpt = model_cfg.get('TEACHER_CKPT', None)
-        self.teacher_ckpt = None if not ckpt else str(resolve_teacher_ckpt(ckpt, kd_config_dirs(student_cfg, cfg_file)))
-        load_teacher_weights(teacher, self.teacher_ckpt)
-        self.teacher_bn = model_cfg.get('TEACHER_BN', 'eval')
-        set_teacher_mode(freeze(teacher), self.teacher_bn)
+        self.student = student
+        self.teacher_bn = teacher_bn
+        set_teacher_mode(freeze(teacher), teacher_bn)
         self._teacher = FrozenTeacher(teacher)
+        self.teacher_voxelizer = teacher_voxelizer
+        self.kd_names = list(kd_losses)
+        weights = dict(weights or {})
+        self.kd_weights = [float(weights.get(key, 1.0)) for key in self.kd_names]
+        self.kd_losses = nn.ModuleDict([(k, kd_losses[k]) for k in sorted(kd_losses)])
+        self.loss_det_weight = float(loss_det_weight)
+        self.plan = TapPlan.for_losses(self.kd_losses.values(), teacher, student)
 
-        if grids_equal(teacher_geom, dataset):
-            self.teacher_voxelizer = None
-        else:
-            n_feat = dataset.point_feature_encoder.num_point_features
-            if teacher_geom.num_point_features != n_feat:
-                raise KDConfigError(f'MODEL.TEACHER uses {teacher_geom.num_point_features} point features, the '
-                                    f'student\'s data pipeline gives {n_feat}')
-            self.teacher_voxelizer = TeacherVoxelizer(teacher_cfg, n_feat)
-            _LOG.info('Teacher grid (voxel %s, range %s) differs from the student data grid (voxel %s, range %s): '
-                      'points are re-voxelized for the teacher', teacher_geom.voxel_size,
-                      list(teacher_geom.point_cloud_range), list(dataset.voxel_size), list(dataset.point_cloud_range))
-
-        self.grid_mismatch = model_cfg.get('GRID_MISMATCH', 'resample')
-        if self.grid_mismatch not in ('resample', 'error'):
-            raise KDConfigError(f'MODEL.GRID_MISMATCH must be "resample" or "error", got {self.grid_mismatch!r}')
-        grid_s = _grid_info(student_cfg.MODEL, dataset)
-        grid_t = _grid_info(teacher_cfg.MODEL, teacher_geom)
-        context = KDContext(teacher_channels=feature_taps.feature_channels(teacher),
-                            student_channels=feature_taps.feature_channels(self.student),
-                            head_info=_head_info(self.student, teacher, grid_s, grid_t),
-                            grid_mismatch=self.grid_mismatch)
-        self.kd_context = context
-        built, self.kd_weights, self.kd_names = {}, [], []  # weights / names in KD_LOSSES order
-        for i, loss_cfg in enumerate(model_cfg.KD_LOSSES or []):
-            module = build_kd_loss(loss_cfg, context, index=i)  # first: its errors name a missing / unknown NAME
-            key = kd_loss_key(loss_cfg, i, taken=self.kd_names)
-            built[key] = module
-            self.kd_weights.append(float(loss_cfg.get('WEIGHT', 1.0)))
-            self.kd_names.append(key)
-        self.kd_losses = nn.ModuleDict([(k, built[k]) for k in sorted(built)])
-        self.loss_det_weight = float(model_cfg.get('LOSS_DET_WEIGHT', 1.0))
-        self.tap_keys = tuple(sorted({k for loss in self.kd_losses.values()
-                                      for k in getattr(loss, 'feature_keys', ('spatial_features_2d',))}))
-        for key in self.tap_keys:
-            context.feature_channels(key, 'MODEL.KD_LOSSES', cfg_key='feature key')
-        requires = {r for loss in self.kd_losses.values() for r in getattr(loss, 'REQUIRES', DEFAULT_REQUIRES)}
-        self.need_student_boxes = 'student_boxes' in requires
-        self.need_teacher_boxes = 'boxes' in requires or self.need_student_boxes
-        # decode only what the box consumers can use (exact: see registry.decode_post_cfg)
-        consumers = [loss for loss in self.kd_losses.values()
-                     if {'boxes', 'student_boxes'} & set(getattr(loss, 'REQUIRES', DEFAULT_REQUIRES))]
-        scores = [getattr(loss, 'min_box_score', None) for loss in consumers]
-        self.min_box_score = min(float(v) for v in scores) if scores and None not in scores else None
-        self.decode_cfgs = {'teacher': decode_post_cfg(teacher, self.min_box_score),
-                            'student': decode_post_cfg(self.student, self.min_box_score)}
+    @classmethod
+    def from_config(cls, model_cfg, num_class, dataset, cfg_file=None):
+        """Build from a Distiller ``MODEL`` section (see the module docstring): validate it, build the student on
+        ``dataset`` (a dataset or ``model_geometry(cfg)``: the data pipeline's classes and grid), the teacher
+        from its config and checkpoint, and the KD losses with their :class:`KDContext`. ``cfg_file``: the KD
+        config's path (a relative TEACHER_CKPT resolves against its directory first)."""
+        cfg, student_cfg, teacher_cfg = parse_distiller_config(model_cfg)
+        check_class_names(dataset.class_names, student_cfg, teacher_cfg)
+        data_grid = BEVGrid.from_dataset(dataset)
+        check_student_grid(student_cfg, data_grid)
+        student = build_network(student_cfg.MODEL, num_class=num_class, dataset=dataset)
+        ckpt = str(resolve_path(cfg.teacher_ckpt, kd_config_dirs(student_cfg, cfg_file))) if cfg.teacher_ckpt else None
+        teacher = build_teacher(teacher_cfg, ckpt)
+        voxelizer = teacher_voxelizer(teacher_cfg, data_grid, dataset.point_feature_encoder.num_point_features)
+        context = KDContext(teacher=ModelFacts.from_model(teacher), student=ModelFacts.from_model(student),
+                            grid_mismatch=cfg.grid_mismatch)
+        context.check_same_heads('MODEL.TEACHER.MODEL.DENSE_HEAD')
+        losses, weights = build_kd_losses(model_cfg.KD_LOSSES, context)
+        return cls(student, teacher, losses, weights, loss_det_weight=cfg.loss_det_weight,
+                   teacher_bn=cfg.teacher_bn, teacher_voxelizer=voxelizer)
 
     # ------------------------------------------------------------------ teacher plumbing
     @property
@@ -214,20 +144,20 @@ class Distiller(nn.Module):
                 break
             tbatch = module(tbatch)
         preds = feature_taps.raw_head_maps(teacher.dense_head, tbatch['spatial_features_2d'])
-        out = feature_taps.tap_outputs(teacher, tbatch, self.tap_keys, detach=True, pred_dicts=preds)
-        if self.need_teacher_boxes:
+        out = feature_taps.tap_outputs(teacher, tbatch, self.plan.feature_keys, detach=True, pred_dicts=preds)
+        if self.plan.teacher_boxes:
             out['boxes'] = feature_taps.decode_boxes(teacher, preds, tbatch['batch_size'],
-                                                     self.decode_cfgs['teacher'])
+                                                     self.plan.decode_cfgs['teacher'])
         return out
 
     def forward_student(self, batch_dict):
         """Student training forward on a shallow copy; returns ``(ret_dict, tb_dict, disp_dict, student_out)``."""
         sbatch = dict(batch_dict)
         ret_dict, tb_dict, disp_dict = self.student(sbatch)
-        out = feature_taps.tap_outputs(self.student, sbatch, self.tap_keys, with_targets=True)
-        if self.need_student_boxes:
+        out = feature_taps.tap_outputs(self.student, sbatch, self.plan.feature_keys, with_targets=True)
+        if self.plan.student_boxes:
             out['boxes'] = feature_taps.decode_boxes(self.student, out['pred_dicts'], sbatch['batch_size'],
-                                                     self.decode_cfgs['student'])
+                                                     self.plan.decode_cfgs['student'])
         return ret_dict, tb_dict, disp_dict, out
 
     def kd_forward(self, teacher_out, student_out, batch_dict):

@@ -1,31 +1,63 @@
-"""Copy a detector's outputs by batch_dict key right after its forward (no hooks).
+"""Copy a detector's outputs by batch_dict key right after its forward (no hooks), and plan what to copy.
 
 A detector writes its intermediate maps into the batch_dict it is given and its raw head maps into
 ``dense_head.forward_ret_dict``; both containers are reused or mutated by later forwards (the next forward of
 the same model overwrites ``forward_ret_dict``). :func:`tap_outputs` therefore copies the containers (new dicts
 and lists holding the same tensors) immediately after the forward, so what the KD losses see cannot change
-afterwards.
+afterwards. :class:`TapPlan` says which maps to tap and which boxes to decode for a set of KD losses.
 """
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import numpy as np
 import torch
 
-FEATURE_CHANNEL_ATTRS = {
-    # batch_dict key -> (module attribute, attribute holding its output channels)
-    'spatial_features': ('map_to_bev_module', 'num_bev_features'),
-    'spatial_features_2d': ('backbone_2d', 'num_bev_features'),
-}
+from .registry import DEFAULT_REQUIRES
 
 
-def feature_channels(model):
-    """``{batch_dict key: channels}`` of the BEV maps ``model`` writes (keys of FEATURE_CHANNEL_ATTRS)."""
-    out = {}
-    for key, (attr, ch_attr) in FEATURE_CHANNEL_ATTRS.items():
-        module = getattr(model, attr, None)
-        if module is not None and hasattr(module, ch_attr):
-            out[key] = int(getattr(module, ch_attr))
-    if 'spatial_features_2d' not in out and 'spatial_features' in out:
-        out['spatial_features_2d'] = out['spatial_features']  # no 2D backbone: the BEV map goes to the head
-    return out
+def decode_post_cfg(model, min_score):
+    """POST_PROCESSING override (dict, or None for none) for decoding ``model``'s boxes for KD losses that use no
+    box scored below ``min_score``: ``SCORE_THRESH`` raised to just below it (the head keeps ``score >
+    SCORE_THRESH``, a loss may keep ``score >= min_score``). The boxes scored ``>= min_score`` are exactly those of
+    the plain decode: a lower-scored box never suppresses a higher-scored one in NMS nor displaces it from the NMS
+    caps. (A top-K cut would not be exact: a candidate outside a head's top-K can survive NMS.)"""
+    if min_score is None:
+        return None
+    below = float(np.nextafter(np.float32(min_score), np.float32(-np.inf)))
+    own = float(model.dense_head.model_cfg.POST_PROCESSING.SCORE_THRESH)
+    return {'SCORE_THRESH': below} if below > own else None
 
+
+@dataclass(frozen=True)
+class TapPlan:
+    """What a Distiller takes from its two forwards for its KD losses.
+
+    Attributes:
+        feature_keys: batch_dict maps tapped on both models (the losses' ``feature_keys``, sorted).
+        teacher_boxes / student_boxes: decode the teacher's / the student's boxes (a loss ``REQUIRES`` them;
+            student boxes need teacher boxes too).
+        decode_cfgs: ``{'teacher': post_cfg, 'student': post_cfg}`` overrides for the decode
+            (:func:`decode_post_cfg` of the lowest ``min_box_score`` of the box consumers; None: plain decode).
+    """
+    feature_keys: Tuple[str, ...]
+    teacher_boxes: bool
+    student_boxes: bool
+    decode_cfgs: Dict[str, Optional[dict]]
+
+    @classmethod
+    def for_losses(cls, losses, teacher, student):
+        """The plan for the KD loss modules ``losses`` between the detectors ``teacher`` and ``student``."""
+        losses = list(losses)
+        keys = tuple(sorted({k for loss in losses for k in getattr(loss, 'feature_keys', ('spatial_features_2d',))}))
+        requires = {r for loss in losses for r in getattr(loss, 'REQUIRES', DEFAULT_REQUIRES)}
+        consumers = [loss for loss in losses
+                     if {'boxes', 'student_boxes'} & set(getattr(loss, 'REQUIRES', DEFAULT_REQUIRES))]
+        scores = [getattr(loss, 'min_box_score', None) for loss in consumers]
+        min_score = min(float(v) for v in scores) if scores and None not in scores else None
+        student_boxes = 'student_boxes' in requires
+        return cls(feature_keys=keys, teacher_boxes='boxes' in requires or student_boxes, student_boxes=student_boxes,
+                   decode_cfgs={'teacher': decode_post_cfg(teacher, min_score),
+                                'student': decode_post_cfg(student, min_score)})
 
 def copy_pred_dicts(pred_dicts, detach=False):
     """New list of new dicts holding the same (or detached) tensors.

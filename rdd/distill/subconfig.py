@@ -12,9 +12,8 @@ to the working directory first (OpenPCDet's convention), then to the including f
 import os
 from pathlib import Path
 
-from rdd.config import BASE_KEY, ConfigError, load_base_config, resolve_config_path
-
-from .registry import KDConfigError
+from rdd.config import BASE_KEY, config_search_dirs, load_base_config, resolve_path
+from rdd.errors import ConfigError, KDConfigError
 
 
 def _has_relative_base(node):
@@ -27,11 +26,9 @@ def _has_relative_base(node):
 
 
 def _resolve_cwd_first(name, including_file):
-    """OpenPCDet's convention first (relative to the working directory), then :func:`rdd.config.resolve_config_path`."""
-    p = Path(os.path.expanduser(str(name)))
-    if not p.is_absolute() and (Path.cwd() / p).is_file():
-        return (Path.cwd() / p).resolve()
-    return resolve_config_path(str(name), including_file)
+    """OpenPCDet's convention first (relative to the working directory), then rdd's config search dirs."""
+    dirs = [Path.cwd()] + config_search_dirs(including_file)
+    return resolve_path(name, dirs, f"{BASE_KEY} file '{name}'").resolve()
 
 
 def complete_sub_config(sub, who):

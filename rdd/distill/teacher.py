@@ -10,16 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rdd.config import ConfigError, voxel_processor_cfg
-from rdd.models.checkpoint import CheckpointError, load_state_dict_strict, read_model_state
-
-from .registry import KDConfigError
+from rdd.config import ROOT_DIR, resolve_path
+from rdd.datasets.processor.voxelizer import Voxelizer, voxelize_batch
+from rdd.errors import CheckpointError, ConfigError, KDConfigError, TeacherCheckpointError
+from rdd.geometry import voxel_processor_cfg
+from rdd.models.checkpoint import load_state_dict_strict, read_model_state
 
 TEACHER_BN_MODES = ('eval', 'batch')
-
-
-class TeacherCheckpointError(CheckpointError):
-    """The teacher checkpoint is missing, unreadable or does not fit the teacher config."""
 
 
 class FrozenTeacher:
@@ -29,28 +26,9 @@ class FrozenTeacher:
         self.model = model
 
 
-def resolve_teacher_ckpt(path, search_dirs=()):
-    """Absolute path of ``MODEL.TEACHER_CKPT``.
-
-    Absolute paths are returned as they are. A relative path is tried against each of ``search_dirs`` in order
-    (the KD config's directory first), and the first existing file wins; when none exists the first candidate
-    is returned so that the error names where it was expected.
-    """
-    p = Path(os.path.expanduser(str(path)))
-    if p.is_absolute():
-        return p
-    candidates = [Path(d) / p for d in search_dirs if d] or [Path.cwd() / p]
-    candidates = [Path(os.path.normpath(c)) for c in candidates]
-    for c in candidates:
-        if c.is_file():
-            return c
-    return candidates[0]
-
-
 def kd_config_dirs(student_cfg, cfg_file=None):
     """Directories a relative TEACHER_CKPT is resolved against: the KD config's (when known), the directory of
     the STUDENT's ``_BASE_CONFIG_`` (the KD config's sibling in shipped configs), the repo root, the CWD."""
-    from rdd.config import ROOT_DIR
     dirs = []
     if cfg_file:
         dirs.append(Path(cfg_file).resolve().parent)
@@ -106,7 +84,6 @@ class TeacherVoxelizer:
     """
 
     def __init__(self, teacher_cfg, num_point_features):
-        from rdd.datasets.processor.voxelizer import Voxelizer
         try:
             entry = voxel_processor_cfg(teacher_cfg.DATA_CONFIG)
         except ConfigError as err:
@@ -116,7 +93,6 @@ class TeacherVoxelizer:
 
     def __call__(self, batch_dict, training=True):
         """Replace ``voxels``, ``voxel_coords`` and ``voxel_num_points`` of the (teacher's copy of the) batch."""
-        from rdd.datasets.processor.voxelizer import voxelize_batch
         points = batch_dict['points']
         if not torch.is_tensor(points):
             points = torch.as_tensor(np.asarray(points))
@@ -124,14 +100,6 @@ class TeacherVoxelizer:
         voxels, coords, num = voxelize_batch(points, vox)
         batch_dict['voxels'], batch_dict['voxel_coords'], batch_dict['voxel_num_points'] = voxels, coords, num
         return batch_dict
-
-
-def grids_equal(geom_a, geom_b):
-    """Same voxel size and point-cloud range (to 1e-6)."""
-    return (np.allclose(np.asarray(geom_a.voxel_size, dtype=np.float64),
-                        np.asarray(geom_b.voxel_size, dtype=np.float64), atol=1e-6)
-            and np.allclose(np.asarray(geom_a.point_cloud_range, dtype=np.float64),
-                            np.asarray(geom_b.point_cloud_range, dtype=np.float64), atol=1e-5))
 
 
 def apply_teacher_ckpt(cfg, teacher_ckpt=None):
@@ -147,8 +115,8 @@ def apply_teacher_ckpt(cfg, teacher_ckpt=None):
             raise ValueError(f'--teacher_ckpt given but MODEL.NAME is {cfg.MODEL.get("NAME")!r}, not Distiller')
         return cfg
     if teacher_ckpt:
-        cfg.MODEL.TEACHER_CKPT = str(resolve_teacher_ckpt(teacher_ckpt, [Path.cwd()]))
+        cfg.MODEL.TEACHER_CKPT = str(resolve_path(teacher_ckpt, [Path.cwd()]))
     elif cfg.MODEL.get('TEACHER_CKPT'):
         dirs = kd_config_dirs(cfg.MODEL.get('STUDENT'), cfg.get('CFG_FILE'))
-        cfg.MODEL.TEACHER_CKPT = str(resolve_teacher_ckpt(cfg.MODEL.TEACHER_CKPT, dirs))
+        cfg.MODEL.TEACHER_CKPT = str(resolve_path(cfg.MODEL.TEACHER_CKPT, dirs))
     return cfg

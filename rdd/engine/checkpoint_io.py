@@ -10,7 +10,9 @@ import tempfile
 
 import torch
 
-from rdd.models.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint
+import rdd
+from rdd.errors import CheckpointError, CheckpointWriteError
+from rdd.models.checkpoint import load_state_dict_strict, read_checkpoint
 
 EPOCH_CKPT_RE = re.compile(r'checkpoint_epoch_(\d+)\.pth$')
 LATEST_NAME = 'latest_model.pth'
@@ -22,7 +24,6 @@ def unwrap_model(model):
 
 
 def version_string():
-    import rdd
     return f'rdd+{rdd.__version__}'
 
 
@@ -41,24 +42,39 @@ def checkpoint_state(model, optimizer=None, epoch=None, it=None, scheduler=None,
     }
 
 
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 def save_checkpoint(state, path):
     """Write ``state`` to ``path`` atomically: a temp file in the same directory, fsync, then ``os.replace``.
 
-    A kill at any moment leaves either the old file or the new one, never a partial file at ``path``.
+    A kill at any moment leaves either the old file or the new one, never a partial file at ``path``. Any failure
+    (torch's ``[enforce fail at inline_container.cc] unexpected pos`` on a full disk, ``ENOSPC`` on flush/fsync, a
+    directory that cannot be created or written) removes the temp file and raises CheckpointWriteError naming
+    ``path``; an older file at ``path`` is left as it was.
     """
     path = os.fspath(path)
     directory = os.path.dirname(path) or '.'
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.pth', dir=directory)
+    tmp = None
     try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.pth', dir=directory)
         with os.fdopen(fd, 'wb') as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
+            _remove_quietly(tmp)
+        if isinstance(exc, Exception):
+            raise CheckpointWriteError(
+                f'cannot write checkpoint {path}: {type(exc).__name__}: {exc} (disk full or not writable? no '
+                f'partial file was left; an older {os.path.basename(path)} is unchanged)') from exc
         raise
     return path
 

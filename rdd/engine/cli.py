@@ -4,7 +4,10 @@ import argparse
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from rdd.config import ROOT_DIR, cfg_from_list, cfg_from_yaml_file
+from rdd.config_schema import validate_config
+from rdd.distill import apply_teacher_ckpt
+from rdd.engine.run_dir import exp_group_and_tag
 
 
 def _common(parser):
@@ -65,30 +68,20 @@ def test_parser():
 
 
 def load_config(cfg_file, set_cfgs=None, teacher_ckpt=None):
-    """Load ``cfg_file`` (clear error when missing), apply ``--set`` overrides and ``--teacher_ckpt``, fill
-    ``ROOT_DIR``, ``EXP_GROUP_PATH`` and ``TAG``. For a distillation config without ``--teacher_ckpt``, a relative
-    ``MODEL.TEACHER_CKPT`` becomes absolute against ``cfg_file``'s directory (then the repo root, the CWD; see
-    ``rdd.distill.apply_teacher_ckpt``)."""
-    from rdd.config import cfg_from_list, cfg_from_yaml_file
-    from rdd.engine.run_dir import exp_group_and_tag
+    """Load ``cfg_file`` (clear error when missing), apply and validate the ``--set`` overrides (errors name the
+    key and ``--set``), resolve ``MODEL.TEACHER_CKPT`` / ``--teacher_ckpt`` (``rdd.distill.apply_teacher_ckpt``:
+    a relative TEACHER_CKPT against ``cfg_file``'s directory, the flag against the CWD), fill ``ROOT_DIR``,
+    ``EXP_GROUP_PATH`` and ``TAG``."""
     if not os.path.isfile(cfg_file):
         raise FileNotFoundError(f'config file not found: {cfg_file}')
     cfg = cfg_from_yaml_file(cfg_file)
     if set_cfgs:
-        if len(set_cfgs) % 2 != 0:
-            raise ValueError(f'--set needs KEY VALUE pairs, got {set_cfgs}')
         cfg_from_list(set_cfgs, cfg)
-    if teacher_ckpt is not None:
-        if cfg.MODEL.get('NAME') != 'Distiller':
-            raise ValueError(f'--teacher_ckpt needs a distillation config (MODEL.NAME: Distiller); {cfg_file} '
-                             f'has MODEL.NAME {cfg.MODEL.get("NAME")!r}')
-        if not os.path.isfile(teacher_ckpt):
-            raise FileNotFoundError(f'--teacher_ckpt not found: {teacher_ckpt}')
-        cfg.MODEL.TEACHER_CKPT = os.path.abspath(teacher_ckpt)
-    elif cfg.get('MODEL', {}).get('NAME') == 'Distiller':
-        from rdd.distill import apply_teacher_ckpt  # lazy: plain detector runs never import the KD package
-        apply_teacher_ckpt(cfg)  # a relative MODEL.TEACHER_CKPT resolves against the config file's directory
-    root = Path(cfg.get('ROOT_DIR') or REPO_ROOT)
+        validate_config(cfg, {key: '--set' for key in set_cfgs[0::2]}, Path(cfg_file).resolve())
+    apply_teacher_ckpt(cfg, teacher_ckpt)
+    if teacher_ckpt is not None and not os.path.isfile(cfg.MODEL.TEACHER_CKPT):
+        raise FileNotFoundError(f'--teacher_ckpt not found: {teacher_ckpt}')
+    root = Path(cfg.get('ROOT_DIR') or ROOT_DIR)
     cfg.ROOT_DIR = root
     cfg.EXP_GROUP_PATH, cfg.TAG = exp_group_and_tag(cfg_file, root)
     return cfg

@@ -6,10 +6,24 @@ import os
 import time
 from pathlib import Path
 
-from rdd.engine.cli import REPO_ROOT
+import torch
 
-DATA_ROOT = REPO_ROOT / 'data' / 'nuscenes_synth'
-QUICK_DATA_ROOT = REPO_ROOT / 'data' / 'nuscenes_synth_quick'
+from rdd.config import ROOT_DIR
+from rdd.datasets import build_dataloader
+from rdd.datasets.nuscenes_infos import create_nuscenes_infos
+from rdd.datasets.synthetic import write_synthetic_nuscenes
+from rdd.engine.batch import load_data_to_device
+from rdd.engine.checkpoint_io import checkpoint_state, save_checkpoint
+from rdd.engine.cli import load_config
+from rdd.engine.hooks import CheckpointHook
+from rdd.engine.rng import set_random_seed
+from rdd.engine.test_pipeline import main as test_main
+from rdd.engine.train_pipeline import main as train_main
+from rdd.models import build_network
+from rdd.models.complexity import count_macs, count_parameters
+
+DATA_ROOT = ROOT_DIR / 'data' / 'nuscenes_synth'
+QUICK_DATA_ROOT = ROOT_DIR / 'data' / 'nuscenes_synth_quick'
 VERSION = 'v1.0-trainval'
 CONFIGS = {'teacher': 'configs/demo/cp_voxel.yaml', 'student': 'configs/demo/cp_voxel_s.yaml',
            'rdd': 'configs/demo/rdd_cp_voxel_s.yaml'}
@@ -22,7 +36,7 @@ PLANS = {'full': dict(scenes=20, samples=10, epochs=None, extra_tag='demo', data
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='RDD demo on a synthetic nuScenes-format set (CPU)')
     p.add_argument('--quick', action='store_true', help='a ~2-minute smoke run (1 epoch, small eval)')
-    p.add_argument('--out', type=str, default=str(REPO_ROOT / 'output' / 'demo_results'), help='output dir')
+    p.add_argument('--out', type=str, default=str(ROOT_DIR / 'output' / 'demo_results'), help='output dir')
     p.add_argument('--data_path', type=str, default=None,
                    help=f'synthetic data root (default {DATA_ROOT}, with --quick {QUICK_DATA_ROOT})')
     p.add_argument('--workers', type=int, default=1, help='dataloader workers')
@@ -38,8 +52,6 @@ def ensure_data(root, scenes, samples, log):
     if all(p.is_file() for p in infos):
         log(f'Using the synthetic set in {root}')
         return
-    from rdd.datasets.nuscenes_infos import create_nuscenes_infos
-    from rdd.datasets.synthetic import write_synthetic_nuscenes
     tic = time.time()
     if not (root / VERSION).is_dir():
         log(f'Writing the synthetic nuScenes-format set ({scenes} scenes x {samples} samples) to {root}')
@@ -50,44 +62,28 @@ def ensure_data(root, scenes, samples, log):
     log(f'Data ready in {time.time() - tic:.0f} s')
 
 
-def distiller_available(cfg_path):
-    """``(True, '')`` when the RDD demo config exists and the Distiller imports, else ``(False, reason)``."""
-    if not (REPO_ROOT / cfg_path).is_file():
-        return False, f'{cfg_path} does not exist'
-    try:
-        import rdd.distill as distill
-    except ImportError as exc:
-        return False, f'the Distiller is not available ({exc})'
-    if not hasattr(distill, 'Distiller'):
-        return False, 'rdd.distill has no Distiller'
-    return True, ''
-
-
 def _common_argv(cfg, args, plan):
-    return ['--cfg', str(REPO_ROOT / cfg), '--extra_tag', plan['extra_tag'], '--workers', str(args.workers),
+    return ['--cfg', str(ROOT_DIR / cfg), '--extra_tag', plan['extra_tag'], '--workers', str(args.workers),
             '--output_root', str(Path(args.out) / 'runs')]
 
 
 def run_train(cfg, args, plan, epochs, teacher_ckpt=None):
     """Train ``cfg`` for ``epochs`` (resuming a finished or interrupted run); returns the last checkpoint."""
-    from rdd.engine.train_pipeline import main as train_main
     argv = _common_argv(cfg, args, plan) + ['--epochs', str(epochs), '--fix_random_seed', '--skip_eval']
     if teacher_ckpt is not None:
         argv += ['--teacher_ckpt', str(teacher_ckpt)]
     trainer = train_main(argv + ['--set', 'DATA_CONFIG.DATA_PATH', str(args.data_path)])
-    return Path(trainer.ckpt_dir) / f'checkpoint_epoch_{epochs}.pth'
+    return Path(trainer.hook(CheckpointHook).ckpt_dir) / f'checkpoint_epoch_{epochs}.pth'
 
 
 def schedule(cfg_path, plan):
     """``(epochs, LR)`` a demo job trains with: the plan's epochs if set, else the config's."""
-    from rdd.engine.cli import load_config
-    opt = load_config(str(REPO_ROOT / cfg_path)).OPTIMIZATION
+    opt = load_config(str(ROOT_DIR / cfg_path)).OPTIMIZATION
     return int(plan['epochs'] or opt.NUM_EPOCHS), float(opt.LR)
 
 
 def run_test(cfg, ckpt, args, plan, teacher_ckpt=None):
     """Evaluate ``ckpt`` with the devkit (batch 1, with latency); returns the metrics dict."""
-    from rdd.engine.test_pipeline import main as test_main
     argv = _common_argv(cfg, args, plan) + ['--batch_size', '1', '--infer_time', '--ckpt', str(ckpt)]
     if teacher_ckpt is not None:
         argv += ['--teacher_ckpt', str(teacher_ckpt)]
@@ -97,12 +93,7 @@ def run_test(cfg, ckpt, args, plan, teacher_ckpt=None):
 def complexity(cfg_path, data_path):
     """``(params, MACs)`` of the detector ``cfg_path`` builds, MACs on the first val sample."""
     try:
-        from rdd.datasets import build_dataloader
-        from rdd.engine.batch import load_data_to_device
-        from rdd.engine.cli import load_config
-        from rdd.models import build_network
-        from rdd.models.complexity import count_macs, count_parameters
-        cfg = load_config(str(REPO_ROOT / cfg_path), ['DATA_CONFIG.DATA_PATH', str(data_path)])
+        cfg = load_config(str(ROOT_DIR / cfg_path), ['DATA_CONFIG.DATA_PATH', str(data_path)])
         dataset, _, _ = build_dataloader(cfg.DATA_CONFIG, cfg.CLASS_NAMES, 1, False, workers=0, training=False)
         model = build_network(cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=dataset)
         batch = load_data_to_device(dataset.collate_batch([dataset[0]]), 'cpu')
@@ -114,13 +105,7 @@ def complexity(cfg_path, data_path):
 
 def untrained_checkpoint(cfg_path, data_path, path, seed=666):
     """Save the randomly initialised model of ``cfg_path`` (the demo's seed) as a checkpoint at ``path``."""
-    import torch
-    from rdd.datasets import build_dataloader
-    from rdd.engine.checkpoint_io import checkpoint_state, save_checkpoint
-    from rdd.engine.cli import load_config
-    from rdd.engine.rng import set_random_seed
-    from rdd.models import build_network
-    cfg = load_config(str(REPO_ROOT / cfg_path), ['DATA_CONFIG.DATA_PATH', str(data_path)])
+    cfg = load_config(str(ROOT_DIR / cfg_path), ['DATA_CONFIG.DATA_PATH', str(data_path)])
     dataset, _, _ = build_dataloader(cfg.DATA_CONFIG, cfg.CLASS_NAMES, 1, False, workers=0, training=False)
     rng = torch.get_rng_state()
     set_random_seed(seed)
@@ -150,7 +135,6 @@ def format_table(rows):
 
 def main(argv=None):
     """Run the demo; returns the summary written to ``<out>/results.json``."""
-    import torch
     threads = torch.get_num_threads()
     try:
         return _run(parse_args(argv))
@@ -166,18 +150,17 @@ def _run(args):
         args.data_path = str(plan['data'])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    import torch
     torch.set_num_threads(args.threads)  # CPU sparse convs: 1 compute thread + 1 loader worker suits 2 cores
     start = time.time()
     log = lambda msg: print(f'[demo {time.time() - start:6.0f}s] {msg}', flush=True)
     ensure_data(args.data_path, plan['scenes'], plan['samples'], log)
     rows, notes = [], []
     jobs = [('teacher CP-Voxel (demo)', 'teacher'), ('student CP-Voxel-S alone', 'student')]
-    ok, why = distiller_available(CONFIGS['rdd'])
+    ok = (ROOT_DIR / CONFIGS['rdd']).is_file()
     if ok:
         jobs.append(('student CP-Voxel-S + RDD', 'rdd'))
     else:
-        notes.append(f'RDD row skipped: {why}')
+        notes.append(f'RDD row skipped: {CONFIGS["rdd"]} does not exist')
         log(notes[-1])
     teacher_ckpt = None
     if ok and schedule(CONFIGS['rdd'], plan) != schedule(CONFIGS['student'], plan):

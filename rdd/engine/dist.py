@@ -114,5 +114,11 @@ def mean_across_ranks(value, device=None):
 
 
 def cleanup():
+    """Tear the process group down on every rank together. Without the barrier a rank that finished early (rank
+    1 while rank 0 runs the devkit evaluation) destroyed its gloo group under a peer still connected, and was
+    seen to abort with ``terminate called without an active exception`` (SIGABRT, exit code -6)."""
     if is_dist():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()

@@ -5,6 +5,8 @@ import math
 import os
 import sys
 
+import torch
+
 
 def create_logger(name='rdd', rank=0, log_file=None, level=logging.INFO):
     """Logger printing to stdout on rank 0 (warnings only elsewhere), optionally also to ``log_file``."""
@@ -33,38 +35,44 @@ def add_file_handler(logger, log_file, rank=0):
     logger.addHandler(handler)
 
 
-def close_logger(logger):
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-
-
 class ScalarWriter:
-    """TensorBoard ``SummaryWriter`` plus an append-only ``scalars.jsonl``; a no-op on ranks other than 0."""
+    """TensorBoard ``SummaryWriter`` plus an append-only ``scalars.jsonl``; a no-op on ranks other than 0.
+
+    The files are opened on the first write, so a writer can be made before its run directory exists.
+    """
 
     def __init__(self, tb_dir=None, jsonl_path=None, enabled=True):
         self.enabled = enabled
+        self.tb_dir, self.jsonl_path = tb_dir, jsonl_path
         self.tb = None
         self._jsonl = None
-        if not enabled:
+        self._opened = False
+
+    def _open(self):
+        if self._opened or not self.enabled:
             return
-        if tb_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(log_dir=os.fspath(tb_dir))
-        if jsonl_path is not None:
-            self._jsonl = open(jsonl_path, 'a', encoding='utf-8')
+        self._opened = True
+        if self.tb_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter  # tensorboard is heavy: only when writing
+            self.tb = SummaryWriter(log_dir=os.fspath(self.tb_dir))
+        if self.jsonl_path is not None:
+            self._jsonl = open(self.jsonl_path, 'a', encoding='utf-8')
 
     def add_scalars(self, scalars, step, prefix=''):
         """Write every finite-or-not number in ``scalars`` as ``prefix + key`` at ``step``."""
         if not self.enabled:
             return
+        self._open()
         if self.tb is not None:
             for key, val in scalars.items():
                 self.tb.add_scalar(prefix + key, float(val), step)
 
     def add_record(self, record):
         """Append one JSON object (numbers made plain floats; NaN/inf written as strings)."""
-        if not self.enabled or self._jsonl is None:
+        if not self.enabled:
+            return
+        self._open()
+        if self._jsonl is None:
             return
         clean = {k: (v if isinstance(v, (int, str)) or v is None else _num(v)) for k, v in record.items()}
         self._jsonl.write(json.dumps(clean) + '\n')
@@ -81,6 +89,13 @@ class ScalarWriter:
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None
+
+
+def is_scalar(value):
+    """A plain number (not a bool) or a one-element tensor."""
+    if torch.is_tensor(value):
+        return value.numel() == 1
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _num(value):

@@ -116,9 +116,6 @@ class IterScheduler:
         self.last_it = it
         return lr
 
-    def get_lr(self):
-        return self.optimizer.param_groups[0]['lr']
-
     def state_dict(self):
         return {'type': type(self).__name__, 'last_it': self.last_it}
 

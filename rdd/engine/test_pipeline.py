@@ -4,9 +4,14 @@ import re
 import time
 from pathlib import Path
 
+from rdd.datasets import build_dataloader
 from rdd.engine import checkpoint_io, cli, dist
+from rdd.engine.evaluator import Evaluator
 from rdd.engine.logging_utils import add_file_handler, create_logger
 from rdd.engine.run_dir import RunDir
+from rdd.errors import CheckpointError
+from rdd.models import build_network
+from rdd.models.checkpoint import load_state_dict_strict, read_model_state
 
 
 def epoch_id_of(path):
@@ -16,7 +21,6 @@ def epoch_id_of(path):
 
 def load_weights(model, ckpt_path, logger):
     """Strictly load the model state of ``ckpt_path`` (clear error listing the keys that do not fit)."""
-    from rdd.models.checkpoint import CheckpointError, load_state_dict_strict, read_model_state
     try:
         load_state_dict_strict(model, read_model_state(ckpt_path), strict=True, logger=logger)
     except CheckpointError as exc:
@@ -24,9 +28,6 @@ def load_weights(model, ckpt_path, logger):
 
 
 def build_eval_objects(cfg, args, dist_info, logger):
-    from rdd.datasets import build_dataloader
-    from rdd.engine.evaluator import Evaluator
-    from rdd.models import build_network
     per_proc = int(cfg.OPTIMIZATION.get('BATCH_SIZE_PER_GPU', 1)) if args.batch_size is None else \
         dist.per_process_batch_size(args.batch_size, dist_info.world_size)
     test_set, test_loader, _ = build_dataloader(
@@ -35,6 +36,8 @@ def build_eval_objects(cfg, args, dist_info, logger):
     if len(test_set) == 0:
         raise ValueError(f"the test split {cfg.DATA_CONFIG.get('DATA_SPLIT', {}).get('test')!r} under "
                          f"{cfg.DATA_CONFIG.get('DATA_PATH')} has no samples")
+    if dist_info.is_main and hasattr(test_set, 'check_evaluation_inputs'):
+        test_set.check_evaluation_inputs()  # bad devkit tables, partial infos: fail now, not after inference
     model = build_network(model_cfg=cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=test_set)
     model.to(dist_info.device)
     return model, Evaluator(test_loader, cfg.CLASS_NAMES, dist_info.device, logger=logger)

@@ -9,11 +9,9 @@ import os
 
 import torch
 
+from rdd.errors import CheckpointError
+
 _LOG = logging.getLogger(__name__)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be read, or does not match the model."""
 
 
 def read_checkpoint(path):
@@ -54,7 +52,7 @@ def read_model_state(path):
 
 def spconv_weight_keys(model):
     """Names (``'<module>.weight'``) of every spconv convolution weight in ``model``."""
-    from rdd.ops.spconv_compat import spconv
+    from rdd.ops.spconv_compat import spconv  # lazy: spconv is heavy; reading checkpoints does not need it
     return {f'{name}.weight' if name else 'weight' for name, m in model.named_modules()
             if isinstance(m, spconv.conv.SparseConvolution)}
 

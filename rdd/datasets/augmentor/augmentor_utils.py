@@ -16,6 +16,10 @@ the whole scene, applied consistently to point coordinates, box centres, sizes, 
 Random draws use numpy's global RNG, as OpenPCDet does, so DataLoader worker seeding controls them.
 """
 import numpy as np
+import torch
+
+from rdd.ops.points_in_boxes import points_in_boxes_mask as _mask
+from rdd.ops.rotated_iou import boxes_bev_iou
 
 
 def rotate_points_z(points, angle):
@@ -117,7 +121,6 @@ def points_in_boxes_mask(points, boxes):
     Only points inside some box's BEV bounding square (found on the x-sorted points) go to the exact test,
     which keeps gt_sampling's point removal cheap on 300k-point clouds.
     """
-    from rdd.ops.points_in_boxes import points_in_boxes_mask as _mask
     out = np.zeros((len(points), len(boxes)), dtype=bool)
     if len(points) == 0 or len(boxes) == 0:
         return out
@@ -148,8 +151,6 @@ def remove_points_in_boxes(points, boxes):
 
 def bev_iou(boxes_a, boxes_b):
     """Rotated BEV IoU ``(N, M)`` of ``boxes_a (N, 7+)`` and ``boxes_b (M, 7+)`` (numpy; uses ``rdd.ops``)."""
-    import torch
-    from rdd.ops.rotated_iou import boxes_bev_iou
     if len(boxes_a) == 0 or len(boxes_b) == 0:
         return np.zeros((len(boxes_a), len(boxes_b)), dtype=np.float32)
     res = boxes_bev_iou(torch.from_numpy(np.ascontiguousarray(boxes_a[:, :7], dtype=np.float32)),

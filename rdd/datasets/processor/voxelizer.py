@@ -59,7 +59,7 @@ class Voxelizer:
         key = str(device)
         gen = self._generators.get(key)
         if gen is None:
-            from rdd.ops.spconv_compat import spconv  # spconv.pytorch with the CPU fixes applied
+            from rdd.ops.spconv_compat import spconv  # lazy: spconv is heavy; only its PointToVoxel is used
             point_to_voxel = importlib.import_module(spconv.__name__ + '.utils').PointToVoxel
             gen = point_to_voxel(vsize_xyz=self.voxel_size, coors_range_xyz=self.point_cloud_range,
                                num_point_features=self.num_point_features, max_num_voxels=self.max_num_voxels,

@@ -11,13 +11,17 @@ Layout of ``root`` (the devkit's ``dataroot``; in OpenPCDet terms ``DATA_PATH / 
     root/maps/<token>.png                               map masks (tiny)
 
 Scene names are taken from the devkit's own splits for ``v1.0-mini`` (``mini_train`` / ``mini_val``) and
-``v1.0-trainval`` (``train`` / ``val``), so OpenPCDet's tools and the devkit's evaluation run unchanged; any other
-version name gets ``scene-synth-XXXX`` names and relies on ``splits.json``.
+``v1.0-trainval`` (``train`` / ``val``), so the devkit's official split selects exactly the synthetic train / val
+scenes and OpenPCDet's tools, rdd's info creation and the devkit's evaluation run unchanged (for these official
+versions ``splits.json`` only mirrors the official split; it is ignored unless passed explicitly, see
+:mod:`rdd.datasets.nuscenes_splits`). Any other version name gets ``scene-synth-XXXX`` names and needs
+``splits.json`` (its ``train`` / ``val`` splits).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing as mp
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -78,10 +82,26 @@ def scene_names(version: str, num_train: int, num_val: int) -> tuple:
     return list(train[:num_train]), list(val[:num_val])
 
 
+def clear_synthetic_root(root: str, version: str) -> None:
+    """Remove what :func:`write_synthetic_nuscenes` (and the info / GT-database tools) wrote into ``root`` for
+    ``version``; nothing when ``root/<version>`` does not exist. FileExistsError, touching nothing, when it is not
+    a synthetic root (no ``synthetic.json`` marker)."""
+    root = os.path.abspath(root)
+    table_dir = os.path.join(root, version)
+    if not os.path.exists(table_dir):
+        return
+    if not os.path.isfile(os.path.join(table_dir, MARKER)):
+        raise FileExistsError(f"{table_dir} exists and is not a synthetic root (no {MARKER}); not touching it")
+    for sub in (version, "samples", "sweeps", "maps", "gt_database_10sweeps_withvelo"):
+        shutil.rmtree(os.path.join(root, sub), ignore_errors=True)
+    for name in os.listdir(root):
+        if name.startswith("nuscenes_") and name.endswith(".pkl"):
+            os.remove(os.path.join(root, name))
+
+
 def write_synthetic_nuscenes(root: str, num_scenes: int, seed: int = 0, samples_per_scene: int = 10,
                              version: str = "v1.0-trainval", val_fraction: float = 0.2,
-                             lidar: Optional[LidarConfig] = None, workers: int = 1,
-                             overwrite: bool = False) -> SyntheticRoot:
+                             lidar: Optional[LidarConfig] = None, workers: int = 1) -> SyntheticRoot:
     """Write a synthetic nuScenes-format dataset into ``root`` (see the module docstring for the layout).
 
     Args:
@@ -91,7 +111,7 @@ def write_synthetic_nuscenes(root: str, num_scenes: int, seed: int = 0, samples_
         samples_per_scene: key frames per scene (each with 9 preceding 20 Hz sweeps).
         lidar: sensor model (azimuth resolution, range, noise); default HDL-32E at 20 Hz.
         workers: processes writing scenes in parallel (the result does not depend on it).
-        overwrite: replace an existing synthetic root (refused for a root without the synthetic marker).
+    An existing ``root/<version>`` is a FileExistsError (:func:`clear_synthetic_root` removes a synthetic one).
     """
     if num_scenes < 1 or samples_per_scene < 1:
         raise ValueError(f"num_scenes ({num_scenes}) and samples_per_scene ({samples_per_scene}) must be >= 1")
@@ -99,46 +119,19 @@ def write_synthetic_nuscenes(root: str, num_scenes: int, seed: int = 0, samples_
     root = os.path.abspath(root)
     table_dir = os.path.join(root, version)
     if os.path.exists(table_dir):
-        if not overwrite:
-            raise FileExistsError(f"{table_dir} already exists; pass overwrite=True (--overwrite) to replace it")
-        if not os.path.isfile(os.path.join(table_dir, MARKER)):
-            raise FileExistsError(f"{table_dir} exists and is not a synthetic root (no {MARKER}); not touching it")
-        for sub in (version, "samples", "sweeps", "maps", "gt_database_10sweeps_withvelo"):
-            shutil.rmtree(os.path.join(root, sub), ignore_errors=True)
-        for name in os.listdir(root):
-            if name.startswith("nuscenes_") and name.endswith(".pkl"):
-                os.remove(os.path.join(root, name))
+        raise FileExistsError(f"{table_dir} already exists; remove it first (clear_synthetic_root, or the tool's "
+                              f"--overwrite)")
     num_val = 0 if num_scenes == 1 else min(num_scenes - 1, max(1, round(num_scenes * val_fraction)))
     train, val = scene_names(version, num_scenes - num_val, num_val)
     for sub in (version, "samples/LIDAR_TOP", "sweeps/LIDAR_TOP", "samples/CAM_FRONT", "maps"):
         os.makedirs(os.path.join(root, sub), exist_ok=True)
-
     jpeg = tiny_jpeg()
     specs = [SceneSpec(root=root, seed=seed, index=i, name=name, location=LOCATIONS[i % len(LOCATIONS)],
                        samples=samples_per_scene, lidar=lidar, jpeg=jpeg) for i, name in enumerate(train + val)]
-    if workers > 1 and len(specs) > 1:
-        import multiprocessing as mp
-        with mp.get_context("spawn").Pool(min(workers, len(specs))) as pool:
-            parts = pool.map(write_scene, specs, chunksize=1)
-    else:
-        parts = [write_scene(s) for s in specs]
-
-    tables = static_tables(seed)
-    for name in ("instance", "calibrated_sensor", "ego_pose", "log", "scene", "sample", "sample_data",
-                 "sample_annotation"):
-        tables[name] = [rec for part in parts for rec in part[name]]
-    tables["map"] = []
-    for loc in sorted({s.location for s in specs}):
-        map_tok = token(seed, "map", loc)
-        filename = f"maps/{map_tok}.png"
-        with open(os.path.join(root, filename), "wb") as f:
-            f.write(tiny_map_png())
-        tables["map"].append(dict(token=map_tok, category="semantic_prior", filename=filename,
-                                  log_tokens=[p["log"][0]["token"] for p, s in zip(parts, specs) if s.location == loc]))
+    tables = _tables(root, seed, specs, _write_scenes(specs, workers))
     for name in TABLE_NAMES:
         with open(os.path.join(table_dir, f"{name}.json"), "w") as f:
             json.dump(tables[name], f, indent=0)
-
     split = {"train": train, "val": val}
     if version == "v1.0-mini":
         split.update(mini_train=train, mini_val=val)
@@ -153,3 +146,28 @@ def write_synthetic_nuscenes(root: str, num_scenes: int, seed: int = 0, samples_
     num_sweeps = sum(1 for rec in tables["sample_data"] if rec["fileformat"] == "pcd")
     return SyntheticRoot(root=root, version=version, train_scenes=train, val_scenes=val, split_file=split_file,
                          num_samples=len(tables["sample"]), num_sweep_files=num_sweeps)
+
+
+def _write_scenes(specs, workers):
+    """Every scene's table records (in ``specs`` order), written by ``workers`` processes."""
+    if workers > 1 and len(specs) > 1:
+        with mp.get_context("spawn").Pool(min(workers, len(specs))) as pool:
+            return pool.map(write_scene, specs, chunksize=1)
+    return [write_scene(s) for s in specs]
+
+
+def _tables(root, seed, specs, parts) -> dict:
+    """All 13 tables: the static ones, the scenes' records, and one map (with its PNG) per location."""
+    tables = static_tables(seed)
+    for name in ("instance", "calibrated_sensor", "ego_pose", "log", "scene", "sample", "sample_data",
+                 "sample_annotation"):
+        tables[name] = [rec for part in parts for rec in part[name]]
+    tables["map"] = []
+    for loc in sorted({s.location for s in specs}):
+        map_tok = token(seed, "map", loc)
+        filename = f"maps/{map_tok}.png"
+        with open(os.path.join(root, filename), "wb") as f:
+            f.write(tiny_map_png())
+        tables["map"].append(dict(token=map_tok, category="semantic_prior", filename=filename,
+                                  log_tokens=[p["log"][0]["token"] for p, s in zip(parts, specs) if s.location == loc]))
+    return tables

@@ -94,41 +94,57 @@ def cast(cfg: LidarConfig, boxes: np.ndarray, reflect: np.ndarray, ground_z: flo
     with np.errstate(divide="ignore"):
         t_best = np.where(dirs[..., 2] < 0, ground_z / dirs[..., 2], np.inf)
     t_best[t_best > cfg.max_range] = np.inf
-    best_id = np.where(np.isfinite(t_best), -1, -2)
-    best_cos = np.abs(dirs[..., 2]).copy()
-    num_boxes = len(boxes)
-    rays_total = np.zeros(num_boxes, dtype=np.int64)
+    hits = _Hits(t=t_best, box=np.where(np.isfinite(t_best), -1, -2), cosine=np.abs(dirs[..., 2]).copy())
+    rays_total = np.zeros(len(boxes), dtype=np.int64)
     for m, cols in _box_columns(cfg, phase, boxes):
-        d = dirs[:, cols]  # (B, C, 3)
-        cx, cy, cz, l, w, h, yaw = boxes[m]
-        c, s = np.cos(yaw), np.sin(yaw)
-        dl = (c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1], d[..., 2])
-        origin = (c * -cx + s * -cy, -s * -cx + c * -cy, -cz)
-        t_near, t_far = [], []
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for ax, half in enumerate((l / 2, w / 2, h / 2)):
-                inv = 1.0 / dl[ax]
-                t1, t2 = (-half - origin[ax]) * inv, (half - origin[ax]) * inv
-                t_near.append(np.fmin(t1, t2))
-                t_far.append(np.fmax(t1, t2))
-        t_enter = np.fmax(np.fmax(t_near[0], t_near[1]), t_near[2])
-        t_exit = np.fmin(np.fmin(t_far[0], t_far[1]), t_far[2])
-        outside = t_enter > 0  # else the sensor is inside the box and sees its inner walls at t_exit
-        t_hit = np.where(outside, t_enter, t_exit)
-        hit = (t_exit >= t_enter) & (t_exit > 0) & (t_hit < cfg.max_range)
-        rays_total[m] = int(np.count_nonzero(hit))
-        closer = hit & (t_hit < t_best[:, cols])
-        if not closer.any():
-            continue
+        rays_total[m] = _intersect_box(cfg, dirs[:, cols], boxes[m], m, hits, cols)
+    rays_first = np.bincount(hits.box[hits.box >= 0], minlength=len(boxes)).astype(np.int64)
+    points, hit_id = _returns(cfg, dirs, hits, reflect, rng, ground_reflect)
+    return CastResult(points=points, hit_id=hit_id, rays_first=rays_first, rays_total=rays_total)
+
+
+@dataclass
+class _Hits:
+    """Per ray (beams x columns): the nearest hit distance ``t`` (inf: none), what it hit ``box`` (index; -1
+    ground, -2 nothing) and the cosine of incidence."""
+    t: np.ndarray
+    box: np.ndarray
+    cosine: np.ndarray
+
+
+def _intersect_box(cfg, d, box, m, hits: _Hits, cols) -> int:
+    """Slab-test the rays ``d`` (B, C, 3) of columns ``cols`` against box ``m``; record where it is the nearest
+    hit; returns how many rays hit it at all."""
+    cx, cy, cz, l, w, h, yaw = box
+    c, s = np.cos(yaw), np.sin(yaw)
+    dl = (c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1], d[..., 2])
+    origin = (c * -cx + s * -cy, -s * -cx + c * -cy, -cz)
+    t_near, t_far = [], []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for ax, half in enumerate((l / 2, w / 2, h / 2)):
+            inv = 1.0 / dl[ax]
+            t1, t2 = (-half - origin[ax]) * inv, (half - origin[ax]) * inv
+            t_near.append(np.fmin(t1, t2))
+            t_far.append(np.fmax(t1, t2))
+    t_enter = np.fmax(np.fmax(t_near[0], t_near[1]), t_near[2])
+    t_exit = np.fmin(np.fmin(t_far[0], t_far[1]), t_far[2])
+    outside = t_enter > 0  # else the sensor is inside the box and sees its inner walls at t_exit
+    t_hit = np.where(outside, t_enter, t_exit)
+    hit = (t_exit >= t_enter) & (t_exit > 0) & (t_hit < cfg.max_range)
+    closer = hit & (t_hit < hits.t[:, cols])
+    if closer.any():
         t_face = (t_near if outside.all() else [np.where(outside, a, b) for a, b in zip(t_near, t_far)])
         cosine = np.abs(np.where(t_hit == t_face[0], dl[0], np.where(t_hit == t_face[1], dl[1], dl[2])))
-        sub_t, sub_id, sub_cos = t_best[:, cols], best_id[:, cols], best_cos[:, cols]
+        sub_t, sub_id, sub_cos = hits.t[:, cols], hits.box[:, cols], hits.cosine[:, cols]
         sub_t[closer], sub_id[closer], sub_cos[closer] = t_hit[closer], m, cosine[closer]
-        t_best[:, cols], best_id[:, cols], best_cos[:, cols] = sub_t, sub_id, sub_cos
-    rays_first = np.bincount(best_id[best_id >= 0], minlength=num_boxes).astype(np.int64)
+        hits.t[:, cols], hits.box[:, cols], hits.cosine[:, cols] = sub_t, sub_id, sub_cos
+    return int(np.count_nonzero(hit))
 
-    # firing order: azimuth-major, then beam (as the sensor fires)
-    t_best, best_id, best_cos = t_best.T, best_id.T, best_cos.T
+
+def _returns(cfg, dirs, hits: _Hits, reflect, rng, ground_reflect):
+    """The sweep's points (N, 5) [x, y, z, intensity, ring] in firing order (azimuth-major, then beam) after
+    dropout and range noise, and what each hit (N,) int64."""
+    t_best, best_id, best_cos = hits.t.T, hits.box.T, hits.cosine.T
     ring = np.broadcast_to(np.arange(dirs.shape[0]), t_best.shape)
     dirs = dirs.transpose(1, 0, 2)
     keep = np.isfinite(t_best) & (t_best >= cfg.min_range) & (rng.random(t_best.shape) >= cfg.dropout)
@@ -144,7 +160,7 @@ def cast(cfg: LidarConfig, boxes: np.ndarray, reflect: np.ndarray, ground_z: flo
     intensity *= np.exp(rng.normal(0.0, cfg.intensity_noise, len(t)))
     intensity = np.floor(np.clip(intensity, 0.0, 255.0))
     points = np.concatenate([xyz, intensity[:, None], ring[:, None]], axis=1).astype(np.float32)
-    return CastResult(points=points, hit_id=hit_id.astype(np.int64), rays_first=rays_first, rays_total=rays_total)
+    return points, hit_id.astype(np.int64)
 
 
 def points_in_box_count(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:

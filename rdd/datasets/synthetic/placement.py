@@ -5,6 +5,9 @@ Objects are dicts ``name, category, size (l, w, h), body, yaw, p0 (xy at t = 0),
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Tuple
+
 import numpy as np
 
 from .classes import CLASS_SPECS
@@ -36,32 +39,60 @@ def make_object(rng, name, centre, yaw, vel, stopped) -> dict:
                 reflect=refl * rng.uniform(0.6, 1.6), stopped=bool(stopped))
 
 
-def fill_line(rng, out, probs, start, axis, span, heading, speed=0.0, gaps=(1.0, 5.0), long_gap=(0.0, (0, 0)),
-              stopped=False, yaw_jitter=0.0, lateral_jitter=0.1, random_yaw=False, across=False, flip=False):
-    """Append objects spaced along the segment ``start + s * axis``, s in [0, span] (metres).
+@dataclass(frozen=True)
+class Line:
+    """The segment ``start + s * axis``, s in [0, ``span``] metres (local frame), whose objects head ``heading``
+    (rad) and move at ``speed`` (m/s) along it."""
+    start: Tuple[float, float]
+    axis: Tuple[float, float]
+    span: float
+    heading: float
+    speed: float = 0.0
 
-    Each object heads ``heading`` (+ pi/2 if ``across``; + pi at random if ``flip``; uniform if ``random_yaw``)
-    and moves at ``speed`` along ``heading``. ``gaps``: (min, max) free space between objects; ``long_gap``:
-    (probability, (min, max)) of an empty stretch instead.
-    """
-    axis = np.asarray(axis, dtype=np.float64)
+
+@dataclass(frozen=True)
+class LineStyle:
+    """How objects fill a :class:`Line`: ``gaps`` (min, max) free metres between them; ``long_gap``
+    (probability, (min, max)) of an empty stretch instead; ``stopped`` (halted in a lane); yaw jitter (rad) and
+    lateral jitter (m); ``random_yaw`` (uniform heading); ``across`` (+ pi/2: parked across); ``flip`` (+ pi at
+    random: nose in / out)."""
+    gaps: Tuple[float, float] = (1.0, 5.0)
+    long_gap: Tuple[float, Tuple[float, float]] = (0.0, (0, 0))
+    stopped: bool = False
+    yaw_jitter: float = 0.0
+    lateral_jitter: float = 0.1
+    random_yaw: bool = False
+    across: bool = False
+    flip: bool = False
+
+
+def _line_yaw(rng, line: Line, style: LineStyle) -> float:
+    if style.random_yaw:
+        return rng.uniform(-np.pi, np.pi)
+    yaw = line.heading + (np.pi / 2 if style.across else 0.0) + rng.uniform(-style.yaw_jitter, style.yaw_jitter)
+    if style.flip and rng.random() < 0.5:
+        yaw += np.pi
+    return yaw
+
+
+def fill_line(rng, out, probs, line: Line, style: LineStyle = LineStyle()):
+    """Append objects of classes drawn from ``probs`` (``{name: weight}``) spaced along ``line`` (see
+    :class:`Line`, :class:`LineStyle`)."""
+    axis = np.asarray(line.axis, dtype=np.float64)
     normal = np.array([-axis[1], axis[0]])
-    vel = speed * np.array([np.cos(heading), np.sin(heading)])
-    s = rng.uniform(0.0, gaps[1])
+    vel = line.speed * np.array([np.cos(line.heading), np.sin(line.heading)])
+    s = rng.uniform(0.0, style.gaps[1])
     while True:
         name = choose(rng, probs)
-        length = CLASS_SPECS[name][1][1 if across else 0] * (1.5 if name == "bus" else 1.0) * 1.15
-        if s + length > span:
+        length = CLASS_SPECS[name][1][1 if style.across else 0] * (1.5 if name == "bus" else 1.0) * 1.15
+        if s + length > line.span:
             break
-        if random_yaw:
-            yaw = rng.uniform(-np.pi, np.pi)
-        else:
-            yaw = heading + (np.pi / 2 if across else 0.0) + rng.uniform(-yaw_jitter, yaw_jitter)
-            if flip and rng.random() < 0.5:
-                yaw += np.pi
-        centre = np.asarray(start) + axis * (s + length / 2) + normal * rng.uniform(-lateral_jitter, lateral_jitter)
-        out.append(make_object(rng, name, centre, yaw, vel, stopped))
-        s += length + (rng.uniform(*long_gap[1]) if rng.random() < long_gap[0] else rng.uniform(*gaps))
+        yaw = _line_yaw(rng, line, style)
+        centre = np.asarray(line.start) + axis * (s + length / 2) + \
+            normal * rng.uniform(-style.lateral_jitter, style.lateral_jitter)
+        out.append(make_object(rng, name, centre, yaw, vel, style.stopped))
+        gap = style.long_gap
+        s += length + (rng.uniform(*gap[1]) if rng.random() < gap[0] else rng.uniform(*style.gaps))
 
 
 def _free(x0, x1, excluded) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .placement import add_background, drop_conflicts, fill_line
+from .placement import Line, LineStyle, add_background, drop_conflicts, fill_line
 
 VIEW_MARGIN = 80.0  # objects are generated this far (m) around the ego's path
 
@@ -103,75 +103,105 @@ def _wrap(a):
 def make_scenario(rng: np.random.Generator, duration: float) -> Scenario:
     """Draw one scene lasting ``duration`` seconds (ego speed, traffic in every lane, background)."""
     ego_speed = 0.0 if rng.random() < 0.15 else float(rng.uniform(4.0, 12.0))
-    ego_x0, ego_y = 0.0, -1.75
-    travel = ego_speed * duration
-    lo, hi = ego_x0 - VIEW_MARGIN, ego_x0 + travel + VIEW_MARGIN
-    objs: list = []
-
-    def lane_span(v):  # x range at t=0 that keeps the lane populated around the ego for the whole scene
-        return lo - max(v, 0.0) * duration, hi - min(v, 0.0) * duration
-
-    def along_x(probs, y, x_range, direction, speed=0.0, **kw):
-        heading = 0.0 if direction > 0 else np.pi
-        fill_line(rng, objs, probs, (x_range[0], y), (1.0, 0.0), x_range[1] - x_range[0], heading, speed, **kw)
-
-    for y, direction in ((-5.25, 1), (-1.75, 1), (1.75, -1), (5.25, -1)):
-        speed = ego_speed if y == ego_y else (0.0 if rng.random() < 0.2 else float(rng.uniform(3.0, 14.0)))
-        a, b = lane_span(speed * direction)
-        lane: list = []
-        fill_line(rng, lane, _DRIVING, (a, y), (1.0, 0.0), b - a, 0.0 if direction > 0 else np.pi, speed,
-                  gaps=(2.0, 6.0) if speed == 0.0 else (8.0, 35.0), long_gap=(0.25, (20, 60)), stopped=speed == 0.0)
-        if y == ego_y:  # keep the ego's own spot free (ego body spans about x in [-1, 3.3])
-            lane = [o for o in lane if abs(o["p0"][0] - ego_x0 - 1.2) > o["size"][0] / 2 + 6.0]
-        objs += lane
-    excluded = []
-    if rng.random() < 0.5:  # a cross street: queues waiting to enter, traffic leaving (headings +-90 deg)
-        xc = float(rng.uniform(ego_x0 + 15.0, ego_x0 + travel + 45.0))
-        excluded.append((xc - 7.0, xc + 7.0))
-        for side in (-1, 1):
-            fill_line(rng, objs, _DRIVING, (xc - side * 1.75, side * 12.5), (0.0, side), 50.0, -side * np.pi / 2,
-                      gaps=(2.0, 6.0), stopped=True)
-            fill_line(rng, objs, _DRIVING, (xc + side * 1.75, side * 12.5), (0.0, side), 60.0, side * np.pi / 2,
-                      float(rng.uniform(3.0, 10.0)), gaps=(8.0, 30.0))
+    street = _Street(rng, duration, ego_speed)
+    street.add_lanes()
+    street.add_cross_street()
     for side in (-1, 1):
+        street.add_roadside(side)
+    for side in (-1, 1):
+        add_background(rng, street.objs, street.lo - 40.0, street.hi + 40.0, side, street.excluded)
+    ego = dict(size=np.array([4.1, 1.8, 1.6]), yaw=0.0, p0=np.array([street.ego_x0 + 1.2, street.ego_y]),
+               vel=np.array([ego_speed, 0.0]))
+    objects = _scene_objects(drop_conflicts([ego] + street.objs, duration)[1:])
+    origin = rng.uniform(300.0, 2000.0, 2)
+    return Scenario(origin=origin, road_yaw=float(rng.uniform(-np.pi, np.pi)), ego_x0=street.ego_x0,
+                    ego_y=street.ego_y, ego_speed=ego_speed, objects=objects)
+
+
+class _Street:
+    """The objects of one scene as they are drawn (see the module docstring for the cross-section): ``objs``
+    (object dicts), ``excluded`` (x intervals kept free of buildings), ``lo`` / ``hi`` (x extent around the
+    ego's path)."""
+
+    def __init__(self, rng, duration, ego_speed):
+        self.rng, self.duration, self.ego_speed = rng, duration, ego_speed
+        self.ego_x0, self.ego_y = 0.0, -1.75
+        self.travel = ego_speed * duration
+        self.lo, self.hi = self.ego_x0 - VIEW_MARGIN, self.ego_x0 + self.travel + VIEW_MARGIN
+        self.objs, self.excluded = [], []
+
+    def lane_span(self, v):
+        """x range at t = 0 that keeps a lane moving at ``v`` populated around the ego for the whole scene."""
+        return self.lo - max(v, 0.0) * self.duration, self.hi - min(v, 0.0) * self.duration
+
+    def along_x(self, probs, y, x_range, direction, speed=0.0, **style):
+        heading = 0.0 if direction > 0 else np.pi
+        line = Line((x_range[0], y), (1.0, 0.0), x_range[1] - x_range[0], heading, speed)
+        fill_line(self.rng, self.objs, probs, line, LineStyle(**style))
+
+    def add_lanes(self):
+        """Traffic in the four driving lanes (the ego's lane at its speed, its own spot kept free)."""
+        rng = self.rng
+        for y, direction in ((-5.25, 1), (-1.75, 1), (1.75, -1), (5.25, -1)):
+            speed = self.ego_speed if y == self.ego_y else \
+                (0.0 if rng.random() < 0.2 else float(rng.uniform(3.0, 14.0)))
+            a, b = self.lane_span(speed * direction)
+            lane: list = []
+            style = LineStyle(gaps=(2.0, 6.0) if speed == 0.0 else (8.0, 35.0), long_gap=(0.25, (20, 60)),
+                              stopped=speed == 0.0)
+            fill_line(rng, lane, _DRIVING, Line((a, y), (1.0, 0.0), b - a, 0.0 if direction > 0 else np.pi, speed),
+                      style)
+            if y == self.ego_y:  # keep the ego's own spot free (ego body spans about x in [-1, 3.3])
+                lane = [o for o in lane if abs(o["p0"][0] - self.ego_x0 - 1.2) > o["size"][0] / 2 + 6.0]
+            self.objs += lane
+
+    def add_cross_street(self):
+        """Half the scenes: a cross street with queues waiting to enter and traffic leaving (headings +-90 deg)."""
+        rng = self.rng
+        if rng.random() >= 0.5:
+            return
+        xc = float(rng.uniform(self.ego_x0 + 15.0, self.ego_x0 + self.travel + 45.0))
+        self.excluded.append((xc - 7.0, xc + 7.0))
+        for side in (-1, 1):
+            fill_line(rng, self.objs, _DRIVING, Line((xc - side * 1.75, side * 12.5), (0.0, side), 50.0,
+                                                     -side * np.pi / 2), LineStyle(gaps=(2.0, 6.0), stopped=True))
+            leaving = Line((xc + side * 1.75, side * 12.5), (0.0, side), 60.0, side * np.pi / 2,
+                           float(rng.uniform(3.0, 10.0)))
+            fill_line(rng, self.objs, _DRIVING, leaving, LineStyle(gaps=(8.0, 30.0)))
+
+    def add_roadside(self, side):
+        """Roadwork, parking, bike lane, parked bikes, pedestrians and maybe a parking lot on one side."""
+        rng, lo, hi = self.rng, self.lo, self.hi
         direction = 1 if side < 0 else -1
-        along_x(_ROADWORK, side * 7.25, (lo, hi), direction, gaps=(0.4, 3.0), long_gap=(0.15, (30, 100)),
-                lateral_jitter=0.05, across=True)
-        along_x(_PARKING, side * 9.1, (lo, hi), direction, gaps=(0.8, 8.0), long_gap=(0.2, (10, 40)),
-                yaw_jitter=0.05, lateral_jitter=0.05)
+        self.along_x(_ROADWORK, side * 7.25, (lo, hi), direction, gaps=(0.4, 3.0), long_gap=(0.15, (30, 100)),
+                     lateral_jitter=0.05, across=True)
+        self.along_x(_PARKING, side * 9.1, (lo, hi), direction, gaps=(0.8, 8.0), long_gap=(0.2, (10, 40)),
+                     yaw_jitter=0.05, lateral_jitter=0.05)
         bike_speed = 0.0 if rng.random() < 0.1 else float(rng.uniform(3.0, 7.0))
-        along_x(_BIKE_LANE, side * 11.3, lane_span(bike_speed * direction), direction, bike_speed,
-                gaps=(15.0, 60.0), stopped=bike_speed == 0.0)
-        along_x(_BIKE_PARKED, side * 12.2, (lo, hi), direction, gaps=(0.3, 2.0), long_gap=(0.3, (20, 80)),
-                yaw_jitter=0.1, lateral_jitter=0.02)
+        self.along_x(_BIKE_LANE, side * 11.3, self.lane_span(bike_speed * direction), direction, bike_speed,
+                     gaps=(15.0, 60.0), stopped=bike_speed == 0.0)
+        self.along_x(_BIKE_PARKED, side * 12.2, (lo, hi), direction, gaps=(0.3, 2.0), long_gap=(0.3, (20, 80)),
+                     yaw_jitter=0.1, lateral_jitter=0.02)
         for y, walk_dir in ((13.0, 1), (14.0, -1)):
             v = float(rng.uniform(0.9, 1.6))
-            along_x(_PED, side * y, lane_span(v * walk_dir), walk_dir, v, gaps=(3.0, 25.0), yaw_jitter=0.1)
-        along_x(_PED, side * 14.9, (lo, hi), 1, gaps=(5.0, 40.0), random_yaw=True)
+            self.along_x(_PED, side * y, self.lane_span(v * walk_dir), walk_dir, v, gaps=(3.0, 25.0),
+                         yaw_jitter=0.1)
+        self.along_x(_PED, side * 14.9, (lo, hi), 1, gaps=(5.0, 40.0), random_yaw=True)
         if rng.random() < 0.4:  # a parking lot: two rows of nose-in / nose-out cars across the road
             a = float(rng.uniform(lo, hi - 40.0))
             b = a + float(rng.uniform(25.0, 60.0))
-            excluded.append((a - 2.0, b + 2.0))
+            self.excluded.append((a - 2.0, b + 2.0))
             for y in (19.5, 26.0):
-                along_x(_PARKING_LOT, side * y, (a, b), 1, gaps=(0.5, 1.5), long_gap=(0.1, (3, 10)),
-                        yaw_jitter=0.08, lateral_jitter=0.2, across=True, flip=True)
-    for side in (-1, 1):
-        add_background(rng, objs, lo - 40.0, hi + 40.0, side, excluded)
+                self.along_x(_PARKING_LOT, side * y, (a, b), 1, gaps=(0.5, 1.5), long_gap=(0.1, (3, 10)),
+                             yaw_jitter=0.08, lateral_jitter=0.2, across=True, flip=True)
 
-    ego = dict(size=np.array([4.1, 1.8, 1.6]), yaw=0.0, p0=np.array([ego_x0 + 1.2, ego_y]),
-               vel=np.array([ego_speed, 0.0]))
-    objs = drop_conflicts([ego] + objs, duration)[1:]
 
+def _scene_objects(objs) -> SceneObjects:
     def col(key, dtype=None):
         return np.array([o[key] for o in objs], dtype=dtype)
-
-    objects = SceneObjects(names=col("name"), categories=col("category"), size=col("size", np.float64),
-                           body=col("body", np.float64), yaw=_wrap(col("yaw", np.float64)),
-                           p0=col("p0", np.float64), vel=col("vel", np.float64),
-                           reflect=col("reflect", np.float64), stopped=col("stopped", bool))
-    origin = rng.uniform(300.0, 2000.0, 2)
-    return Scenario(origin=origin, road_yaw=float(rng.uniform(-np.pi, np.pi)), ego_x0=ego_x0, ego_y=ego_y,
-                    ego_speed=ego_speed, objects=objects)
+    return SceneObjects(names=col("name"), categories=col("category"), size=col("size", np.float64),
+                        body=col("body", np.float64), yaw=_wrap(col("yaw", np.float64)), p0=col("p0", np.float64),
+                        vel=col("vel", np.float64), reflect=col("reflect", np.float64), stopped=col("stopped", bool))
 
 
 def ground_reflectivity(local_xy: np.ndarray, rng: np.random.Generator) -> np.ndarray:

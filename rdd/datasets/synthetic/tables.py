@@ -5,6 +5,7 @@ import hashlib
 
 import numpy as np
 
+from ..nuscenes_tables import DEVKIT_TABLES
 from .classes import ATTRIBUTES, GENERAL_CATEGORIES, VISIBILITIES
 
 # nuScenes LIDAR_TOP mounting (scene-0061): ~[0.94, 0, 1.84] m on the roof, rotated -90 deg about z,
@@ -22,8 +23,7 @@ CAM_INTRINSIC = ((1266.417203046554 * _CAM_SCALE, 0.0, 816.2670197447984 * _CAM_
                  (0.0, 0.0, 1.0))
 
 LOCATIONS = ("boston-seaport", "singapore-onenorth", "singapore-queenstown", "singapore-hollandvillage")
-TABLE_NAMES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose",
-               "log", "scene", "sample", "sample_data", "sample_annotation", "map")
+TABLE_NAMES = DEVKIT_TABLES  # every table the devkit loads
 
 
 def token(*parts) -> str:

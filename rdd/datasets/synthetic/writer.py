@@ -70,96 +70,130 @@ def _write_bin(path: str, points: np.ndarray) -> None:
 
 def write_scene(spec: SceneSpec) -> dict:
     """Simulate and write one scene's files; return its table records {table name: [records]}."""
-    rng = np.random.default_rng([spec.seed, spec.index])
-    num_sweeps = SWEEPS_PER_SAMPLE * spec.samples  # 9 sweeps, key frame, 9 sweeps, key frame, ...
-    scenario = make_scenario(rng, duration=(num_sweeps - 1) * SWEEP_PERIOD_US * 1e-6)
-    objects = scenario.objects
-    ann_idx = np.flatnonzero(objects.annotated)
-    t0_us = BASE_TIMESTAMP_US + spec.index * 3_600_000_000 + spec.seed * 86_400_000_000 % 10 ** 13
-    log_name = f"n000-synth-{spec.seed:04d}-{spec.index:04d}"
-    sid = (spec.seed, spec.index)
-    tab = {k: [] for k in ("log", "scene", "calibrated_sensor", "ego_pose", "sample", "sample_data",
-                           "sample_annotation", "instance")}
-    log_tok = token(*sid, "log")
-    tab["log"].append(dict(token=log_tok, logfile=log_name, vehicle="n000", date_captured="2018-08-01",
-                           location=spec.location))
-    lidar_cs, cam_cs = token(*sid, "cs", "LIDAR_TOP"), token(*sid, "cs", "CAM_FRONT")
-    tab["calibrated_sensor"] += [
-        dict(token=lidar_cs, sensor_token=token(spec.seed, "sensor", "LIDAR_TOP"),
-             translation=list(LIDAR_TRANSLATION), rotation=yaw_quaternion(LIDAR_YAW), camera_intrinsic=[]),
-        dict(token=cam_cs, sensor_token=token(spec.seed, "sensor", "CAM_FRONT"), translation=list(CAM_TRANSLATION),
-             rotation=list(CAM_ROTATION), camera_intrinsic=[list(r) for r in CAM_INTRINSIC])]
-    sample_toks = [token(*sid, "sample", k) for k in range(spec.samples)]
-    lidar_toks = [token(*sid, "sd_lidar", i) for i in range(num_sweeps)]
-    cam_toks = [token(*sid, "sd_cam", k) for k in range(spec.samples)]
-    tracks: dict = {}  # object index -> list of annotation records
-    for i in range(num_sweeps):
-        ts = t0_us + i * SWEEP_PERIOD_US
-        t = (ts - t0_us) * 1e-6
+    return _SceneWriter(spec).write()
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """One LiDAR sweep: index ``i``, timestamp ``ts`` (us), time ``t`` (s) from the first sweep, the ego pose
+    (``ego_xyz``, ``ego_yaw``), the sensor pose (``s_pos``, ``s_yaw``) and the ray-cast result ``res``."""
+    i: int
+    ts: int
+    t: float
+    ego_xyz: np.ndarray
+    ego_yaw: float
+    s_pos: np.ndarray
+    s_yaw: float
+    res: object
+
+
+class _SceneWriter:
+    """Writes one scene (:func:`write_scene`): its static records, every sweep, every key frame's camera record
+    and annotations, then the instances."""
+
+    def __init__(self, spec: SceneSpec):
+        self.spec, self.rng = spec, np.random.default_rng([spec.seed, spec.index])
+        self.num_sweeps = SWEEPS_PER_SAMPLE * spec.samples  # 9 sweeps, key frame, 9 sweeps, key frame, ...
+        self.scenario = make_scenario(self.rng, duration=(self.num_sweeps - 1) * SWEEP_PERIOD_US * 1e-6)
+        self.ann_idx = np.flatnonzero(self.scenario.objects.annotated)
+        self.t0_us = BASE_TIMESTAMP_US + spec.index * 3_600_000_000 + spec.seed * 86_400_000_000 % 10 ** 13
+        self.log_name = f"n000-synth-{spec.seed:04d}-{spec.index:04d}"
+        self.sid = (spec.seed, spec.index)
+        self.tab = {k: [] for k in ("log", "scene", "calibrated_sensor", "ego_pose", "sample", "sample_data",
+                                    "sample_annotation", "instance")}
+        self.sample_toks = [token(*self.sid, "sample", k) for k in range(spec.samples)]
+        self.lidar_toks = [token(*self.sid, "sd_lidar", i) for i in range(self.num_sweeps)]
+        self.cam_toks = [token(*self.sid, "sd_cam", k) for k in range(spec.samples)]
+        self.lidar_cs, self.cam_cs = token(*self.sid, "cs", "LIDAR_TOP"), token(*self.sid, "cs", "CAM_FRONT")
+        self.tracks: dict = {}  # object index -> list of annotation records
+
+    def write(self) -> dict:
+        spec, sid = self.spec, self.sid
+        self.tab["log"].append(dict(token=token(*sid, "log"), logfile=self.log_name, vehicle="n000",
+                                    date_captured="2018-08-01", location=spec.location))
+        self.tab["calibrated_sensor"] += [
+            dict(token=self.lidar_cs, sensor_token=token(spec.seed, "sensor", "LIDAR_TOP"),
+                 translation=list(LIDAR_TRANSLATION), rotation=yaw_quaternion(LIDAR_YAW), camera_intrinsic=[]),
+            dict(token=self.cam_cs, sensor_token=token(spec.seed, "sensor", "CAM_FRONT"),
+                 translation=list(CAM_TRANSLATION), rotation=list(CAM_ROTATION),
+                 camera_intrinsic=[list(r) for r in CAM_INTRINSIC])]
+        for i in range(self.num_sweeps):
+            sweep = self._sweep(i)
+            if (i + 1) % SWEEPS_PER_SAMPLE == 0:
+                self._key_frame(sweep, (i + 1) // SWEEPS_PER_SAMPLE - 1)
+        _link_tracks(spec, self.scenario.objects, self.tracks, self.tab)
+        self.tab["scene"].append(dict(token=token(*sid, "scene"), log_token=token(*sid, "log"),
+                                      nbr_samples=spec.samples, first_sample_token=self.sample_toks[0],
+                                      last_sample_token=self.sample_toks[-1], name=spec.name,
+                                      description=f"synthetic street scene, seed {spec.seed}"))
+        return self.tab
+
+    def _sweep(self, i) -> _Sweep:
+        """Ray-cast and write sweep ``i`` with its ego pose and sample_data records."""
+        ts = self.t0_us + i * SWEEP_PERIOD_US
+        t = (ts - self.t0_us) * 1e-6
         key = (i + 1) % SWEEPS_PER_SAMPLE == 0
         k = (i + 1) // SWEEPS_PER_SAMPLE - (1 if key else 0)  # this key frame, or the next one for a sweep
-        ego_xyz, ego_yaw = scenario.ego_pose(t)
-        pose_tok = token(*sid, "pose_lidar", i)
-        tab["ego_pose"].append(dict(token=pose_tok, timestamp=ts, rotation=yaw_quaternion(ego_yaw),
-                                    translation=[float(v) for v in ego_xyz]))
+        ego_xyz, ego_yaw = self.scenario.ego_pose(t)
+        pose_tok = token(*self.sid, "pose_lidar", i)
+        self.tab["ego_pose"].append(dict(token=pose_tok, timestamp=ts, rotation=yaw_quaternion(ego_yaw),
+                                         translation=[float(v) for v in ego_xyz]))
         s_pos, s_yaw = _sensor_pose(ego_xyz, ego_yaw)
-        body = _to_sensor(scenario.boxes(t, body=True), s_pos, s_yaw)
-        res = cast(spec.lidar, body, objects.reflect, ground_z=-s_pos[2], rng=rng,
-                   ground_reflect=_ground_fn(scenario, s_pos, s_yaw, rng))
-        folder = "samples" if key else "sweeps"
-        fname = f"{folder}/LIDAR_TOP/{log_name}__LIDAR_TOP__{ts}.pcd.bin"
-        _write_bin(os.path.join(spec.root, fname), res.points)
-        tab["sample_data"].append(dict(
-            token=lidar_toks[i], sample_token=sample_toks[k], ego_pose_token=pose_tok,
-            calibrated_sensor_token=lidar_cs, timestamp=ts, fileformat="pcd", is_key_frame=key, height=0,
-            width=0, filename=fname, prev=lidar_toks[i - 1] if i > 0 else "",
-            next=lidar_toks[i + 1] if i + 1 < num_sweeps else ""))
-        if not key:
-            continue
-        tab["sample"].append(dict(token=sample_toks[k], timestamp=ts, prev=sample_toks[k - 1] if k > 0 else "",
-                                  next=sample_toks[k + 1] if k + 1 < spec.samples else "",
-                                  scene_token=token(*sid, "scene")))
-        cam_pose = token(*sid, "pose_cam", k)
-        tab["ego_pose"].append(dict(token=cam_pose, timestamp=ts, rotation=yaw_quaternion(ego_yaw),
-                                    translation=[float(v) for v in ego_xyz]))
-        cam_file = f"samples/CAM_FRONT/{log_name}__CAM_FRONT__{ts}.jpg"
+        body = _to_sensor(self.scenario.boxes(t, body=True), s_pos, s_yaw)
+        res = cast(self.spec.lidar, body, self.scenario.objects.reflect, ground_z=-s_pos[2], rng=self.rng,
+                   ground_reflect=_ground_fn(self.scenario, s_pos, s_yaw, self.rng))
+        fname = f"{'samples' if key else 'sweeps'}/LIDAR_TOP/{self.log_name}__LIDAR_TOP__{ts}.pcd.bin"
+        _write_bin(os.path.join(self.spec.root, fname), res.points)
+        toks = self.lidar_toks
+        self.tab["sample_data"].append(dict(
+            token=toks[i], sample_token=self.sample_toks[k], ego_pose_token=pose_tok,
+            calibrated_sensor_token=self.lidar_cs, timestamp=ts, fileformat="pcd", is_key_frame=key, height=0,
+            width=0, filename=fname, prev=toks[i - 1] if i > 0 else "",
+            next=toks[i + 1] if i + 1 < self.num_sweeps else ""))
+        return _Sweep(i, ts, t, ego_xyz, ego_yaw, s_pos, s_yaw, res)
+
+    def _key_frame(self, sweep: _Sweep, k):
+        """Sample ``k`` at ``sweep``: its sample, camera ego pose / image / sample_data, and annotations."""
+        spec, ts, samples = self.spec, sweep.ts, self.sample_toks
+        samples_after = lambda toks: toks[k + 1] if k + 1 < spec.samples else ""
+        self.tab["sample"].append(dict(token=samples[k], timestamp=ts, prev=samples[k - 1] if k > 0 else "",
+                                       next=samples_after(samples), scene_token=token(*self.sid, "scene")))
+        cam_pose = token(*self.sid, "pose_cam", k)
+        self.tab["ego_pose"].append(dict(token=cam_pose, timestamp=ts, rotation=yaw_quaternion(sweep.ego_yaw),
+                                         translation=[float(v) for v in sweep.ego_xyz]))
+        cam_file = f"samples/CAM_FRONT/{self.log_name}__CAM_FRONT__{ts}.jpg"
         with open(os.path.join(spec.root, cam_file), "wb") as f:
             f.write(spec.jpeg)
-        tab["sample_data"].append(dict(
-            token=cam_toks[k], sample_token=sample_toks[k], ego_pose_token=cam_pose, calibrated_sensor_token=cam_cs,
-            timestamp=ts, fileformat="jpg", is_key_frame=True, height=CAM_IMAGE_SIZE[1], width=CAM_IMAGE_SIZE[0],
-            filename=cam_file, prev=cam_toks[k - 1] if k > 0 else "",
-            next=cam_toks[k + 1] if k + 1 < spec.samples else ""))
-        _annotate(spec, scenario, ann_idx, t, ego_xyz, s_pos, s_yaw, res, sample_toks[k], rng, tracks)
-    _link_tracks(spec, objects, tracks, tab)
-    tab["scene"].append(dict(token=token(*sid, "scene"), log_token=log_tok, nbr_samples=spec.samples,
-                             first_sample_token=sample_toks[0], last_sample_token=sample_toks[-1],
-                             name=spec.name, description=f"synthetic street scene, seed {spec.seed}"))
-    return tab
+        self.tab["sample_data"].append(dict(
+            token=self.cam_toks[k], sample_token=samples[k], ego_pose_token=cam_pose,
+            calibrated_sensor_token=self.cam_cs, timestamp=ts, fileformat="jpg", is_key_frame=True,
+            height=CAM_IMAGE_SIZE[1], width=CAM_IMAGE_SIZE[0], filename=cam_file,
+            prev=self.cam_toks[k - 1] if k > 0 else "", next=samples_after(self.cam_toks)))
+        self._annotate(sweep, samples[k])
 
-
-def _annotate(spec, scenario, ann_idx, t, ego_xyz, s_pos, s_yaw, res, sample_tok, rng, tracks):
-    objects = scenario.objects
-    boxes = scenario.boxes(t)[ann_idx]
-    dist = np.hypot(boxes[:, 0] - ego_xyz[0], boxes[:, 1] - ego_xyz[1])
-    inside = dist <= spec.lidar.max_range
-    idx, boxes, dist = ann_idx[inside], boxes[inside], dist[inside]
-    num_pts = points_in_box_count(res.points, _to_sensor(boxes, s_pos, s_yaw))
-    speeds = np.hypot(objects.vel[idx, 0], objects.vel[idx, 1])
-    for j, m in enumerate(idx):
-        name = str(objects.names[m])
-        seen = num_pts[j] > 0 or rng.random() < 0.3
-        lam = _RADAR_RATE[name] * max(0.2, 1.0 - dist[j] / 80.0)
-        radar = int(rng.poisson(lam)) if (dist[j] < 60.0 and seen) else 0
-        total = res.rays_total[m]
-        vis = visibility_token(res.rays_first[m] / total if total > 0 else 0.0)
-        attr = attribute_for(name, float(speeds[j]), bool(objects.stopped[m]))
-        l, w, h = boxes[j, 3:6]
-        tracks.setdefault(int(m), []).append(dict(
-            sample_token=sample_tok, visibility_token=vis,
-            attribute_tokens=[token(spec.seed, "attribute", attr)] if attr else [],
-            translation=[float(v) for v in boxes[j, :3]], size=[float(w), float(l), float(h)],
-            rotation=yaw_quaternion(float(boxes[j, 6])), num_lidar_pts=int(num_pts[j]), num_radar_pts=radar))
+    def _annotate(self, sweep: _Sweep, sample_tok):
+        """Annotation records of the objects within LiDAR range at ``sweep`` (points, radar, visibility)."""
+        spec, objects, rng, res = self.spec, self.scenario.objects, self.rng, sweep.res
+        boxes = self.scenario.boxes(sweep.t)[self.ann_idx]
+        dist = np.hypot(boxes[:, 0] - sweep.ego_xyz[0], boxes[:, 1] - sweep.ego_xyz[1])
+        inside = dist <= spec.lidar.max_range
+        idx, boxes, dist = self.ann_idx[inside], boxes[inside], dist[inside]
+        num_pts = points_in_box_count(res.points, _to_sensor(boxes, sweep.s_pos, sweep.s_yaw))
+        speeds = np.hypot(objects.vel[idx, 0], objects.vel[idx, 1])
+        for j, m in enumerate(idx):
+            name = str(objects.names[m])
+            seen = num_pts[j] > 0 or rng.random() < 0.3
+            lam = _RADAR_RATE[name] * max(0.2, 1.0 - dist[j] / 80.0)
+            radar = int(rng.poisson(lam)) if (dist[j] < 60.0 and seen) else 0
+            total = res.rays_total[m]
+            vis = visibility_token(res.rays_first[m] / total if total > 0 else 0.0)
+            attr = attribute_for(name, float(speeds[j]), bool(objects.stopped[m]))
+            l, w, h = boxes[j, 3:6]
+            self.tracks.setdefault(int(m), []).append(dict(
+                sample_token=sample_tok, visibility_token=vis,
+                attribute_tokens=[token(spec.seed, "attribute", attr)] if attr else [],
+                translation=[float(v) for v in boxes[j, :3]], size=[float(w), float(l), float(h)],
+                rotation=yaw_quaternion(float(boxes[j, 6])), num_lidar_pts=int(num_pts[j]), num_radar_pts=radar))
 
 
 def _link_tracks(spec, objects, tracks, tab):

@@ -1,30 +1,29 @@
-"""Helpers shared by the baseline KD losses: 1x1 adapters with channel checks, grid alignment, GT rows."""
+"""Helpers shared by the baseline KD losses: the optional ``ADAPTER`` section, 1x1 adapters, GT rows."""
+from dataclasses import dataclass
+from typing import Optional
+
 import torch.nn as nn
 
-from rdd.distill.rdd.roi_grid_pool import resample_to_geometry
-
-from ..registry import KDConfigError
+from rdd.errors import KDConfigError
 
 
-def build_adapter(cfg, t_ch, s_ch, loss_name):
-    """1x1 conv ``s_ch -> t_ch`` (with bias, no activation). ``cfg`` (``ADAPTER``) may state
-    ``STUDENT_CHANNELS`` / ``TEACHER_CHANNELS``; a value that differs from the models' is a KDConfigError."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - {'STUDENT_CHANNELS', 'TEACHER_CHANNELS'})
-    if unknown:
-        raise KDConfigError(f'{loss_name}.ADAPTER: unknown key(s) {unknown} (allowed: STUDENT_CHANNELS, '
-                            f'TEACHER_CHANNELS)')
-    for key, actual in (('STUDENT_CHANNELS', s_ch), ('TEACHER_CHANNELS', t_ch)):
-        if key in cfg and int(cfg[key]) != int(actual):
-            raise KDConfigError(f'{loss_name}.ADAPTER.{key} is {cfg[key]} but the model gives {actual} channels')
-    return nn.Conv2d(int(s_ch), int(t_ch), kernel_size=1, bias=True)
+@dataclass(frozen=True)
+class AdapterConfig:
+    """``ADAPTER``: optional assertions of the adapter's widths (a value that differs from the models' is an
+    error, so a config states what it was written for)."""
+    student_channels: Optional[int] = None
+    teacher_channels: Optional[int] = None
 
 
-def resample_map(feature_map, src_grid, dst_grid):
-    """Resample a ``(B, C, H, W)`` map placed by GridInfo ``src_grid`` onto ``dst_grid`` (identity if equal)."""
-    if src_grid.same_as(dst_grid) and tuple(feature_map.shape[-2:]) == tuple(dst_grid.map_size):
-        return feature_map
-    return resample_to_geometry(feature_map, src_grid.bev_geometry(), dst_grid.bev_geometry(), dst_grid.map_size)
+def build_adapter(cfg: AdapterConfig, t_ch, s_ch, loss_name, kernel_size=1, relu=False):
+    """Conv ``s_ch -> t_ch`` (``kernel_size`` x ``kernel_size``, 'same' padding, with bias; default 1x1, no
+    activation), followed by a ReLU when ``relu``; KDConfigError when ``cfg`` states other widths."""
+    for key, stated, actual in (('STUDENT_CHANNELS', cfg.student_channels, s_ch),
+                                ('TEACHER_CHANNELS', cfg.teacher_channels, t_ch)):
+        if stated is not None and int(stated) != int(actual):
+            raise KDConfigError(f'{loss_name}.ADAPTER.{key} is {stated} but the model gives {actual} channels')
+    conv = nn.Conv2d(int(s_ch), int(t_ch), kernel_size=kernel_size, padding=kernel_size // 2, bias=True)
+    return nn.Sequential(conv, nn.ReLU()) if relu else conv
 
 
 def valid_gt(gt_boxes):

@@ -1,24 +1,38 @@
 """FitNet: adapted full-map feature MSE between the student's and the teacher's BEV maps."""
+from dataclasses import dataclass, field
+
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..registry import check_allowed_keys, register_kd_loss
-from .common import build_adapter, resample_map
+from rdd.config_schema import parse_section
+from rdd.ops.bev_pool import resample_to_grid
+
+from ..registry import KD_LOSSES
+from .common import AdapterConfig, build_adapter
 
 
-@register_kd_loss('FitNetLoss')
+@dataclass(frozen=True)
+class FitNetConfig:
+    feature_key: str = 'spatial_features_2d'
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+
+
+@KD_LOSSES.register()
 class FitNetLoss(nn.Module):
     """``L = mean over (B, C_t, H_t, W_t) of (A(F_s) - F_t)^2``, ``A`` a 1x1 conv to the teacher width.
 
     When the grids differ the adapted student map is bilinearly resampled onto the teacher grid (metric
     placement; zero outside the student's range).
 
-    Config: ``FEATURE_KEY`` (default ``spatial_features_2d``), ``ADAPTER`` (optional channel assertions).
+    Config (:class:`FitNetConfig`): ``FEATURE_KEY`` (default ``spatial_features_2d``), ``ADAPTER`` (optional
+    channel assertions)::
+
+        KD_LOSSES: [{NAME: FitNetLoss, WEIGHT: 1.0, FEATURE_KEY: spatial_features_2d}]
     """
     REQUIRES = ('features',)
 
     def __init__(self, teacher_channels, student_channels, teacher_grid, student_grid,
-                 feature_key='spatial_features_2d', adapter_cfg=None):
+                 feature_key='spatial_features_2d', adapter_cfg=AdapterConfig()):
         super().__init__()
         self.feature_key = feature_key
         self.feature_keys = (feature_key,)
@@ -27,16 +41,15 @@ class FitNetLoss(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, context):
-        check_allowed_keys(cfg, {'FEATURE_KEY', 'ADAPTER'}, 'FitNetLoss')
-        key = cfg.get('FEATURE_KEY', 'spatial_features_2d')
-        t_ch, s_ch = context.feature_channels(key, 'FitNetLoss')
+        c = parse_section(FitNetConfig, cfg, 'FitNetLoss')
+        t_ch, s_ch = context.feature_channels(c.feature_key, 'FitNetLoss')
         context.check_grid('FitNetLoss')
-        return cls(t_ch, s_ch, context.teacher_grid, context.student_grid, key, cfg.get('ADAPTER'))
+        return cls(t_ch, s_ch, context.teacher.grid, context.student.grid, c.feature_key, c.adapter)
 
     def forward(self, teacher, student, batch_dict):
         """teacher / student ``[FEATURE_KEY]``: (B, C, H, W) -> (scalar loss, tb_dict)."""
         ft = teacher[self.feature_key].detach()
-        fs = resample_map(self.adapter(student[self.feature_key]), self.student_grid, self.teacher_grid)
+        fs = resample_to_grid(self.adapter(student[self.feature_key]), self.student_grid, self.teacher_grid)
         if fs.shape != ft.shape:
             raise ValueError(f'FitNetLoss: adapted student {self.feature_key} {tuple(fs.shape)} vs teacher '
                              f'{tuple(ft.shape)}')

@@ -1,18 +1,38 @@
 """Label KD: confident teacher boxes join the student's training targets."""
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
-from ..registry import KDConfigError, check_allowed_keys, register_kd_loss
+from rdd.config_schema import parse_section
+from rdd.ops.rotated_iou import boxes_bev_iou
+
+from ..registry import KD_LOSSES
 from .common import valid_gt
 
 
-@register_kd_loss('LabelKDLoss')
+@dataclass(frozen=True)
+class LabelKDConfig:
+    score_thresh: float = 0.6
+    dedup_iou: Optional[float] = None
+
+    def __post_init__(self):
+        if not 0.0 <= self.score_thresh <= 1.0:
+            raise ValueError(f'SCORE_THRESH must be in [0, 1], got {self.score_thresh}')
+
+
+@KD_LOSSES.register()
 class LabelKDLoss(nn.Module):
     """Before the student forward, the teacher's decoded boxes with score > ``SCORE_THRESH`` (0.6) are appended
     to each sample's ``gt_boxes`` (GT rows first, then teacher rows, zero padding after), so CenterPoint's target
     assignment trains on both. With ``DEDUP_IOU`` (default null: off) a teacher box whose BEV IoU with a GT box
     of the sample exceeds it is dropped. The loss itself is 0 (it acts through the targets); ``tb_dict`` counts
     the added boxes per sample. The caller's ``gt_boxes`` tensor is never modified.
+
+    Config (:class:`LabelKDConfig`)::
+
+        KD_LOSSES: [{NAME: LabelKDLoss, WEIGHT: 1.0, SCORE_THRESH: 0.6, DEDUP_IOU: null}]
     """
     REQUIRES = ('boxes',)
 
@@ -26,11 +46,8 @@ class LabelKDLoss(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, context):
-        check_allowed_keys(cfg, {'SCORE_THRESH', 'DEDUP_IOU'}, 'LabelKDLoss')
-        thresh = cfg.get('SCORE_THRESH', 0.6)
-        if not 0.0 <= float(thresh) <= 1.0:
-            raise KDConfigError(f'LabelKDLoss.SCORE_THRESH must be in [0, 1], got {thresh}')
-        return cls(thresh, cfg.get('DEDUP_IOU', None))
+        c = parse_section(LabelKDConfig, cfg, 'LabelKDLoss')
+        return cls(c.score_thresh, c.dedup_iou)
 
     def teacher_targets(self, teacher_boxes, gt):
         """Teacher rows (K, D) for one sample: boxes (padded / cut to ``D - 1`` codes) + 1-based label."""
@@ -42,7 +59,6 @@ class LabelKDLoss(nn.Module):
             boxes = torch.cat([boxes, boxes.new_zeros((boxes.shape[0], box_dim - boxes.shape[1]))], dim=1)
         rows = torch.cat([boxes[:, :box_dim], labels[:, None]], dim=1)
         if self.dedup_iou is not None and rows.shape[0] and gt.shape[0]:
-            from rdd.ops.rotated_iou import boxes_bev_iou
             iou = boxes_bev_iou(rows[:, :7], gt[:, :7])
             rows = rows[iou.max(dim=1)[0] <= self.dedup_iou]
         return rows

@@ -9,10 +9,8 @@ from .mi_bounds import LearnableVariance, bernoulli_bound, gaussian_bound
 from .proposals import SOURCES, ProposalGenerator, ProposalSet
 from .defaults import RDD_DEFAULTS, rdd_config_with_defaults
 from .rdd_loss import RDDLoss
-from .roi_grid_pool import BEVGeometry, resample_to_geometry, roi_grid_points, roi_grid_pool, xy_to_grid_coords
 
 __all__ = ['RDDLoss', 'RDD_DEFAULTS', 'rdd_config_with_defaults', 'ProposalGenerator', 'ProposalSet', 'SOURCES',
-           'BEVGeometry', 'roi_grid_points', 'roi_grid_pool', 'xy_to_grid_coords', 'resample_to_geometry',
            'gaussian_kl_disparity', 'snr_disparity', 'DISPARITIES', 'select_top_fraction', 'balanced_pair_weights',
            'weighted_sample_mean',
            'LearnableVariance', 'gaussian_bound', 'bernoulli_bound']

@@ -1,7 +1,7 @@
 """RDD loss config: every key with its default (docs/method.md, section 5) and the one validation routine."""
 import copy
 
-from rdd.config import ConfigError
+from rdd.errors import ConfigError
 
 from .disparity import DISPARITIES
 from .proposals import SOURCES

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rdd.ops.rotated_iou import boxes_bev_iou, rotated_nms
+
 __all__ = ['ProposalSet', 'ProposalGenerator', 'SOURCES']
 
 SOURCES = ('teacher', 'student', 'gt')
@@ -39,11 +41,6 @@ class ProposalSet:
 
 def _as_tuple(value):
     return (value,) if isinstance(value, str) else tuple(value)
-
-
-def _rotated_ops():
-    from rdd.ops.rotated_iou import boxes_bev_iou, rotated_nms
-    return boxes_bev_iou, rotated_nms
 
 
 class ProposalGenerator:
@@ -83,7 +80,6 @@ class ProposalGenerator:
         if idx.numel() == 0:
             return idx
         if self.nms_thresh is not None:
-            _, rotated_nms = _rotated_ops()
             keep = rotated_nms(boxes[idx, :7].contiguous(), scores[idx].contiguous(), self.nms_thresh,
                                post_max_size=self.max_per_source)
             idx = idx[keep.to(idx.device).long()]
@@ -99,7 +95,6 @@ class ProposalGenerator:
         alone = torch.ones(new_boxes.shape[0], dtype=torch.bool, device=new_boxes.device)
         if self.merge_iou is None or new_boxes.shape[0] == 0 or kept_boxes.shape[0] == 0:
             return alone
-        boxes_bev_iou, _ = _rotated_ops()
         iou = boxes_bev_iou(new_boxes[:, :7], kept_boxes[:, :7]).to(new_boxes.device)  # (Nnew, Nkept)
         best, arg = iou.max(dim=1)
         dup = best > self.merge_iou

@@ -2,13 +2,15 @@
 import torch
 import torch.nn as nn
 
+from rdd.ops.bev_pool import resample_to_grid, roi_grid_pool
+
+from ..registry import KD_LOSSES
 from ..kd_utils import adapt_regions, zero_loss
 from .balanced_mask import balanced_pair_weights, weighted_sample_mean
-from .defaults import DEFAULT_HEAD_DICT, RDD_DEFAULTS, rdd_config_with_defaults
+from .defaults import RDD_DEFAULTS, rdd_config_with_defaults
 from .disparity import DISPARITIES, select_top_fraction
 from .mi_bounds import LearnableVariance, bernoulli_bound, gaussian_bound
 from .proposals import SOURCES, ProposalGenerator
-from .roi_grid_pool import BEVGeometry, resample_to_geometry, roi_grid_pool
 
 __all__ = ['RDDLoss', 'RDD_DEFAULTS', 'rdd_config_with_defaults']
 
@@ -38,12 +40,13 @@ class _KnownLinear(torch.autograd.Function):
         return gx, gw, gb, None
 
 
+@KD_LOSSES.register()
 class RDDLoss(nn.Module):
     """RDD loss: proposals -> rotated-RoI region pairs -> disparity top-gamma -> balanced MI bounds.
 
     Args:
         teacher_channels / student_channels: widths of the two feature maps (``FEATURE_KEY``).
-        teacher_geometry / student_geometry: :class:`BEVGeometry` of each model's BEV maps.
+        teacher_geometry / student_geometry: :class:`rdd.geometry.BEVGrid` of each model's BEV maps.
         class_names: global class list (``CLASS_NAMES``; labels are 1-based indices into it).
         class_names_each_head: list (one per head group) of class-name lists, identical for both models.
         head_dict: ordered regression maps of a head group, name -> channels (``hm`` excluded).
@@ -103,36 +106,31 @@ class RDDLoss(nn.Module):
             self.reg_var.s.requires_grad_(False)
 
     @classmethod
-    def from_config(cls, cfg, teacher_channels, student_channels, head_info):
-        """Build from the loss config and the two models' facts.
-
-        ``head_info = {'class_names': CLASS_NAMES, 'teacher': T, 'student': S}`` where T and S are dicts with
-        ``point_cloud_range`` (6,), ``voxel_size`` (3,), ``feature_map_stride`` (int), ``class_names_each_head``
-        (list of lists) and optionally ``head_dict`` (OpenPCDet ``SEPARATE_HEAD_CFG.HEAD_DICT``; default the
-        nuScenes one). The two class layouts and head dicts must be identical.
-        """
+    def from_config(cls, cfg, context):
+        """Build from the loss config and the :class:`rdd.distill.context.KDContext` (both heads must have the
+        same class layout and regression maps); the Distiller's ``GRID_MISMATCH`` is the default policy."""
+        cfg = dict(cfg)
+        cfg.setdefault('GRID_MISMATCH', context.grid_mismatch)
         c = rdd_config_with_defaults(cfg)
-        tinfo, sinfo = head_info['teacher'], head_info['student']
-        t_heads = [list(h) for h in tinfo['class_names_each_head']]
-        s_heads = [list(h) for h in sinfo['class_names_each_head']]
-        if t_heads != s_heads:
-            raise ValueError(f'RDD needs identical head class layouts: teacher {t_heads}, student {s_heads}')
-        t_reg = _head_channels(tinfo.get('head_dict') or DEFAULT_HEAD_DICT)
-        s_reg = _head_channels(sinfo.get('head_dict') or DEFAULT_HEAD_DICT)
-        if t_reg != s_reg:
-            raise ValueError(f'RDD needs identical regression maps: teacher {t_reg}, student {s_reg}')
-        geoms = [BEVGeometry.from_voxels(i['point_cloud_range'], i['voxel_size'], i['feature_map_stride'])
-                 for i in (tinfo, sinfo)]
-        return cls(teacher_channels, student_channels, geoms[0], geoms[1], head_info['class_names'], t_heads,
-                   dict(t_reg), ProposalGenerator.from_config(c['PROPOSAL']), grid_size=c['GRID_SIZE'],
-                   gamma=c['GAMMA'], disparity=c['DISPARITY'], disparity_eps=c['DISPARITY_EPS'],
-                   temperature=c['TEMPERATURE'], lambda_feat=c['LAMBDA_FEAT'], lambda_logit=c['LAMBDA_LOGIT'],
-                   lambda_reg=c['LAMBDA_REG'],
-                   logit_heads=c['LOGIT_HEADS'], balance_size=c['BALANCE']['SIZE'],
-                   balance_source=c['BALANCE']['SOURCE'], balance_class=c['BALANCE']['CLASS'],
-                   compression_beta=c['COMPRESSION_BETA'], grid_mismatch=c['GRID_MISMATCH'],
-                   feature_key=c['FEATURE_KEY'], var_init=c['VAR_INIT'], var_eps=c['VAR_EPS'],
-                   learn_var=c['LEARN_VAR'])
+        context.check_same_heads('RDDLoss')
+        t_ch, s_ch = context.feature_channels(c['FEATURE_KEY'], 'RDDLoss')
+        head = context.teacher.head
+        module = cls(t_ch, s_ch, context.teacher.grid, context.student.grid, head.class_names,
+                     head.class_names_each_head, {k: head.head_channels[k] for k in head.head_order},
+                     ProposalGenerator.from_config(c['PROPOSAL']), grid_size=c['GRID_SIZE'],
+                     gamma=c['GAMMA'], disparity=c['DISPARITY'], disparity_eps=c['DISPARITY_EPS'],
+                     temperature=c['TEMPERATURE'], lambda_feat=c['LAMBDA_FEAT'], lambda_logit=c['LAMBDA_LOGIT'],
+                     lambda_reg=c['LAMBDA_REG'],
+                     logit_heads=c['LOGIT_HEADS'], balance_size=c['BALANCE']['SIZE'],
+                     balance_source=c['BALANCE']['SOURCE'], balance_class=c['BALANCE']['CLASS'],
+                     compression_beta=c['COMPRESSION_BETA'], grid_mismatch=c['GRID_MISMATCH'],
+                     feature_key=c['FEATURE_KEY'], var_init=c['VAR_INIT'], var_eps=c['VAR_EPS'],
+                     learn_var=c['LEARN_VAR'])
+        if module.grid_mismatch == 'error':
+            context.check_grid('RDDLoss')
+        module.feature_keys = (c['FEATURE_KEY'],)
+        module.min_box_score = float(c['PROPOSAL']['SCORE_THRESH'])
+        return module
 
     def adapt(self, regions):
         """Apply the 1x1 adapter to pooled student regions (P, K, Cs) -> (P, K, Ct) (a 1x1 conv is per-cell linear,
@@ -160,7 +158,7 @@ class RDDLoss(nn.Module):
                 raise ValueError(f'{who} head maps {tuple(z.shape[-2:])} and {self.feature_key} {tuple(shape)} '
                                  f'differ in size; RDD pools both with the same BEV geometry')
         if s_geom is not self.s_geom:  # GRID_MISMATCH resample: student maps go to the teacher grid
-            zs = resample_to_geometry(zs, self.s_geom, self.t_geom, zt.shape[-2:])
+            zs = resample_to_grid(zs, self.s_geom, self.t_geom)
         pt = roi_grid_pool(zt, kept.boxes, kept.batch_idx, self.t_geom, self.grid_size)
         ps = roi_grid_pool(zs, kept.boxes, kept.batch_idx, s_geom, self.grid_size)
         hm = bernoulli_bound(ps[..., self.hm_idx], pt[..., self.hm_idx], self.temperature).mean(1)  # (P, n_cls)
@@ -198,13 +196,13 @@ class RDDLoss(nn.Module):
         self.t_geom.check_shape(*ft.shape[-2:], what=f'teacher {key}')
         self.s_geom.check_shape(*fs.shape[-2:], what=f'student {key}')
         s_geom, shapes = self.s_geom, (ft.shape[-2:], fs.shape[-2:])
-        if not self.t_geom.same_grid(self.s_geom, ft.shape[-2:], fs.shape[-2:]):
+        if not self.t_geom.same_as(self.s_geom):
             if self.grid_mismatch == 'error':
                 raise ValueError(f'student {key} grid {tuple(fs.shape[-2:])} differs from the teacher grid '
                                  f'{tuple(ft.shape[-2:])} (or their range / cell size); set GRID_MISMATCH to '
                                  f'resample or native')
             if self.grid_mismatch == 'resample':
-                fs, s_geom = resample_to_geometry(fs, self.s_geom, self.t_geom, ft.shape[-2:]), self.t_geom
+                fs, s_geom = resample_to_grid(fs, self.s_geom, self.t_geom), self.t_geom
         props = self.proposals(teacher['boxes'], student['boxes'], batch_dict.get('gt_boxes'))
         labels = props.labels.clamp(0, self.label_to_head.shape[0] - 1)
         head_idx = self.label_to_head[labels]

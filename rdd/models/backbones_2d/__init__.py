@@ -1,11 +1,6 @@
-"""BEV modules: ``map_to_bev`` (``MAP_TO_BEV.NAME``) and 2D backbones (``BACKBONE_2D.NAME``)."""
-from .base_bev_backbone import BaseBEVBackbone
+"""BEV modules: map-to-BEV (``MODEL.MAP_TO_BEV.NAME``, :data:`rdd.models.registries.MAP_TO_BEV`) and 2D
+backbones (``MODEL.BACKBONE_2D.NAME``, :data:`rdd.models.registries.BACKBONES_2D`)."""
+from .base_bev_backbone import BaseBEVBackbone, BaseBEVBackboneWidth
 from .height_compression import HeightCompression
 
-__all__ = {
-    'BaseBEVBackbone': BaseBEVBackbone,
-}
-
-map_to_bev = {
-    'HeightCompression': HeightCompression,
-}
+__all__ = ['BaseBEVBackbone', 'BaseBEVBackboneWidth', 'HeightCompression']

@@ -1,5 +1,7 @@
-"""BaseBEVBackbone: OpenPCDet's 2D BEV backbone (strided conv stages + deconv upsampling + concat),
-with SparseKD's optional ``WIDTH`` scaling of ``NUM_FILTERS`` / ``NUM_UPSAMPLE_FILTERS``.
+"""BaseBEVBackbone: OpenPCDet's 2D BEV backbone (strided conv stages + deconv upsampling + concat);
+BaseBEVBackboneWidth: the same with SparseKD's ``WIDTH`` scaling of ``NUM_FILTERS`` / ``NUM_UPSAMPLE_FILTERS``,
+under its own name (OpenPCDet's ``BaseBEVBackbone`` ignores ``WIDTH``, so ``BaseBEVBackbone`` refuses it: a
+student config names the scaled filters explicitly, which OpenPCDet builds identically).
 
 Module layout (and so state_dict keys) follow OpenPCDet: ``blocks.{i}`` = [ZeroPad2d(1), Conv2d(stride),
 BN, ReLU, (Conv2d, BN, ReLU) x LAYER_NUMS[i]], ``deblocks.{i}`` = [ConvTranspose2d | Conv2d, BN, ReLU].
@@ -8,6 +10,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from rdd.config_schema.model import MODEL_SECTIONS
+from rdd.config_schema.sections import reject_refused_keys
+from rdd.models.registries import BACKBONES_2D
+
 from ..backbones_3d.spconv_backbone import scaled_filters
 
 
@@ -15,14 +21,22 @@ def _bn(channels):
     return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
 
 
+@BACKBONES_2D.register()
 class BaseBEVBackbone(nn.Module):
     """Args:
         model_cfg: ``MODEL.BACKBONE_2D`` with ``LAYER_NUMS``, ``LAYER_STRIDES``, ``NUM_FILTERS``,
-            ``UPSAMPLE_STRIDES``, ``NUM_UPSAMPLE_FILTERS``; optional ``WIDTH`` (SparseKD) and
-            ``USE_CONV_FOR_NO_STRIDE`` (OpenPCDet).
+            ``UPSAMPLE_STRIDES``, ``NUM_UPSAMPLE_FILTERS``; optional ``USE_CONV_FOR_NO_STRIDE``. ``WIDTH`` raises
+            ConfigError (use :class:`BaseBEVBackboneWidth`).
         input_channels (int): channels of ``spatial_features``.
     ``num_bev_features`` = sum(NUM_UPSAMPLE_FILTERS) after scaling.
     """
+
+    CONFIG_NAME = 'BaseBEVBackbone'
+
+    def width_of(self, model_cfg):
+        """The channel multiplier applied to the filter lists (None: as written)."""
+        reject_refused_keys(MODEL_SECTIONS[self.CONFIG_NAME], model_cfg, 'MODEL.BACKBONE_2D')
+        return None
 
     def __init__(self, model_cfg, input_channels):
         super().__init__()
@@ -42,7 +56,7 @@ class BaseBEVBackbone(nn.Module):
                                  f'{upsample_strides}, {num_upsample_filters}')
         else:
             upsample_strides = num_upsample_filters = []
-        width = model_cfg.get('WIDTH', None)
+        width = self.width_of(model_cfg)
         num_filters = scaled_filters(num_filters, width)
         num_upsample_filters = scaled_filters(num_upsample_filters, width)
 
@@ -91,3 +105,14 @@ class BaseBEVBackbone(nn.Module):
             x = self.deblocks[-1](x)
         data_dict['spatial_features_2d'] = x
         return data_dict
+
+
+@BACKBONES_2D.register()
+class BaseBEVBackboneWidth(BaseBEVBackbone):
+    """:class:`BaseBEVBackbone` whose ``NUM_FILTERS`` / ``NUM_UPSAMPLE_FILTERS`` are scaled by ``WIDTH`` (SparseKD,
+    ``int(c * WIDTH)``; default 1). Same modules and key names."""
+
+    CONFIG_NAME = 'BaseBEVBackboneWidth'
+
+    def width_of(self, model_cfg):
+        return model_cfg.get('WIDTH', None)

@@ -1,7 +1,10 @@
 """HeightCompression: densify the sparse 3D output and fold z into channels (OpenPCDet ``HeightCompression``)."""
 import torch.nn as nn
 
+from rdd.models.registries import MAP_TO_BEV
 
+
+@MAP_TO_BEV.register()
 class HeightCompression(nn.Module):
     """(N, C, D, H, W) dense volume -> BEV map (N, C*D, H, W); channel index = c*D + d.
 

@@ -1,6 +1,4 @@
-"""Sparse 3D backbones, looked up by the config's ``BACKBONE_3D.NAME``."""
-from .spconv_backbone import SparseBasicBlock, VoxelResBackBone8x  # noqa: F401  (SparseBasicBlock: public)
+"""Sparse 3D backbones (``MODEL.BACKBONE_3D.NAME``, registry :data:`rdd.models.registries.BACKBONES_3D`)."""
+from .spconv_backbone import SparseBasicBlock, VoxelResBackBone8x, VoxelResBackBone8xWidth
 
-__all__ = {
-    'VoxelResBackBone8x': VoxelResBackBone8x,
-}
+__all__ = ['SparseBasicBlock', 'VoxelResBackBone8x', 'VoxelResBackBone8xWidth']

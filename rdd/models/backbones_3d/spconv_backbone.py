@@ -1,13 +1,22 @@
-"""VoxelResBackBone8x: OpenPCDet's residual sparse 3D backbone, with SparseKD's ``WIDTH`` scaling.
+"""VoxelResBackBone8x: OpenPCDet's residual sparse 3D backbone; VoxelResBackBone8xWidth: the same with
+SparseKD's ``WIDTH`` / ``NUM_FILTERS`` channel scaling, under its own name.
 
 Attribute names, layer order, ``indice_key`` names, bias flags and BatchNorm settings follow OpenPCDet, so
 the state_dict keys and shapes are OpenPCDet's (spconv 2.x KRSC weights ``(out, kz, ky, kx, in)``).
+
+OpenPCDet's ``VoxelResBackBone8x`` has fixed filters and ignores any width key, so a config naming that class
+with a width would build a full-width backbone in OpenPCDet and load a student checkpoint only in part. Hence
+the width-scaled backbone has a distinct name (registered into pcdet by :mod:`rdd.plugin`, so OpenPCDet refuses
+it loudly without the plugin) and ``VoxelResBackBone8x`` refuses ``WIDTH`` / ``NUM_FILTERS``.
 """
 from functools import partial
 
 import numpy as np
 import torch.nn as nn
 
+from rdd.config_schema.model import MODEL_SECTIONS
+from rdd.config_schema.sections import reject_refused_keys
+from rdd.models.registries import BACKBONES_3D
 from rdd.ops.spconv_compat import spconv
 
 DEFAULT_NUM_FILTERS = (16, 16, 32, 64, 128, 128)
@@ -80,27 +89,31 @@ class SparseBasicBlock(spconv.SparseModule):
         return out.replace_feature(self.relu(out.features + identity.features))
 
 
+@BACKBONES_3D.register()
 class VoxelResBackBone8x(nn.Module):
     """Sparse 3D backbone, overall stride 8 in x/y (z: 41 -> 21 -> 11 -> 5 -> 2 on nuScenes).
 
     Args:
-        model_cfg: ``MODEL.BACKBONE_3D``; optional keys ``WIDTH`` (SparseKD, default 1.0), ``NUM_FILTERS``
-            (default [16,16,32,64,128,128]), ``LAYER_NUMS`` (default [1,2,3,3,3,1]), ``USE_BIAS``
-            (bias of the residual blocks' convs, default True), ``last_pad`` (conv_out padding, default 0).
+        model_cfg: ``MODEL.BACKBONE_3D``; optional keys ``USE_BIAS`` (bias of the residual blocks' convs,
+            default True) and ``last_pad`` (conv_out padding, default 0), as OpenPCDet reads them. Filters are
+            OpenPCDet's fixed [16, 16, 32, 64, 128, 128]; ``WIDTH`` / ``NUM_FILTERS`` raise ConfigError (use
+            :class:`VoxelResBackBone8xWidth`).
         input_channels (int): voxel feature channels (5 after MeanVFE).
         grid_size: (3,) voxels along x, y, z; the sparse shape is ``grid_size[::-1] + [1, 0, 0]`` (z, y, x).
     """
 
+    CONFIG_NAME = 'VoxelResBackBone8x'
+
     def __init__(self, model_cfg, input_channels, grid_size, **kwargs):
         super().__init__()
         self.model_cfg = model_cfg
-        cfg_get = model_cfg.get if hasattr(model_cfg, 'get') else (lambda k, d=None: d)
-        nf = scaled_filters(cfg_get('NUM_FILTERS', None) or DEFAULT_NUM_FILTERS, cfg_get('WIDTH', None))
-        layer_nums = list(cfg_get('LAYER_NUMS', None) or DEFAULT_LAYER_NUMS)
-        if len(nf) != 6 or len(layer_nums) != 6:
-            raise ValueError(f'BACKBONE_3D.NUM_FILTERS and LAYER_NUMS need 6 entries, got {nf} / {layer_nums}')
-        use_bias = cfg_get('USE_BIAS', None)
-        last_pad = cfg_get('last_pad', 0)
+        cfg = model_cfg if hasattr(model_cfg, 'get') else {}
+        nf = self.num_filters_of(cfg)
+        if len(nf) != 6:
+            raise ValueError(f'MODEL.BACKBONE_3D.NUM_FILTERS needs 6 entries, got {nf}')
+        layer_nums = DEFAULT_LAYER_NUMS
+        use_bias = cfg.get('USE_BIAS', None)
+        last_pad = cfg.get('last_pad', 0)
         norm_fn = partial(nn.BatchNorm1d, eps=1e-3, momentum=0.01)
 
         self.sparse_shape = [int(v) for v in (np.asarray(grid_size)[::-1] + [1, 0, 0])]
@@ -136,6 +149,11 @@ class VoxelResBackBone8x(nn.Module):
         self.num_point_features = nf[5]
         self.backbone_channels = {'x_conv1': nf[1], 'x_conv2': nf[2], 'x_conv3': nf[3], 'x_conv4': nf[4]}
 
+    def num_filters_of(self, model_cfg):
+        """The six stage widths (conv_input, conv1..4, conv_out) this class builds for ``model_cfg``."""
+        reject_refused_keys(MODEL_SECTIONS[self.CONFIG_NAME], model_cfg, 'MODEL.BACKBONE_3D')
+        return list(DEFAULT_NUM_FILTERS)
+
     def forward(self, batch_dict):
         """Run the sparse backbone.
 
@@ -163,3 +181,15 @@ class VoxelResBackBone8x(nn.Module):
             'x_conv1': x_conv1, 'x_conv2': x_conv2, 'x_conv3': x_conv3, 'x_conv4': x_conv4}
         batch_dict['multi_scale_3d_strides'] = {'x_conv1': 1, 'x_conv2': 2, 'x_conv3': 4, 'x_conv4': 8}
         return batch_dict
+
+
+@BACKBONES_3D.register()
+class VoxelResBackBone8xWidth(VoxelResBackBone8x):
+    """:class:`VoxelResBackBone8x` with SparseKD's channel scaling: filters ``int(c * WIDTH)`` of ``NUM_FILTERS``
+    (default [16, 16, 32, 64, 128, 128]; ``WIDTH`` default 1). Same modules and key names, other widths; e.g.
+    ``WIDTH: 0.75`` gives [12, 12, 24, 48, 96, 96] (CP-Voxel-XS), so ``MAP_TO_BEV.NUM_BEV_FEATURES`` = 2 x 96."""
+
+    CONFIG_NAME = 'VoxelResBackBone8xWidth'
+
+    def num_filters_of(self, model_cfg):
+        return scaled_filters(model_cfg.get('NUM_FILTERS', None) or DEFAULT_NUM_FILTERS, model_cfg.get('WIDTH', None))

@@ -7,12 +7,18 @@ mapping tensors follow the device of the predictions (no ``.cuda()``).
 """
 import copy
 
+import numpy as np
 import torch
 from easydict import EasyDict
 from torch import nn
 from torch.nn.init import kaiming_normal_
 
+from rdd.geometry import BEVGrid
+from rdd.models.registries import DENSE_HEADS
+from rdd.ops.rotated_iou import class_agnostic_nms
+
 from . import centernet_utils
+from .targets import TargetParams, assign_targets
 from .losses import FocalLossCenterNet, RegLossCenterNet
 
 
@@ -69,6 +75,7 @@ def _merge_post_cfg(base, override, path='POST_PROCESSING'):
     return merged
 
 
+@DENSE_HEADS.register()
 class CenterHead(nn.Module):
     """CenterPoint multi-group head.
 
@@ -91,6 +98,8 @@ class CenterHead(nn.Module):
         self.point_cloud_range = point_cloud_range
         self.voxel_size = voxel_size
         self.feature_map_stride = model_cfg.TARGET_ASSIGNER_CONFIG.get('FEATURE_MAP_STRIDE', None)
+        self.grid = BEVGrid(tuple(np.asarray(point_cloud_range, dtype=np.float64).tolist()),
+                            tuple(float(v) for v in voxel_size), self.feature_map_stride)
         self.class_names = list(class_names)
         self.class_names_each_head = []
         self.class_id_mapping_each_head = []  # plain attributes (not buffers): 0-based global ids per head
@@ -126,13 +135,14 @@ class CenterHead(nn.Module):
         self.hm_loss_func = FocalLossCenterNet()
         self.reg_loss_func = RegLossCenterNet()
 
-    def assign_targets(self, gt_boxes, feature_map_size):
-        """gt_boxes (B, M, 10) (not modified), feature_map_size (H, W) -> target dict (see centernet_utils)."""
+    def assign_targets(self, gt_boxes, feature_map_size, assigned_cells=None):
+        """gt_boxes (B, M, 10) (not modified), feature_map_size (H, W), optional ``assigned_cells`` (B, M') (the
+        responsible cell of each GT row, -1 = CenterPoint's own) -> target dict (see :mod:`.targets`)."""
         cfg = self.model_cfg.TARGET_ASSIGNER_CONFIG
-        return centernet_utils.assign_targets(
-            gt_boxes, self.class_names, self.class_names_each_head, feature_map_size,
-            self.point_cloud_range, self.voxel_size, cfg.FEATURE_MAP_STRIDE, num_max_objs=cfg.NUM_MAX_OBJS,
-            gaussian_overlap=cfg.GAUSSIAN_OVERLAP, min_radius=cfg.MIN_RADIUS)
+        params = TargetParams(num_max_objs=cfg.NUM_MAX_OBJS, gaussian_overlap=cfg.GAUSSIAN_OVERLAP,
+                              min_radius=cfg.MIN_RADIUS)
+        return assign_targets(gt_boxes, self.class_names, self.class_names_each_head, feature_map_size, self.grid,
+                              params, assigned_cells=assigned_cells)
 
     @staticmethod
     def sigmoid(x):
@@ -161,13 +171,13 @@ class CenterHead(nn.Module):
 
     def decode_head(self, idx, pred_dict, post_cfg):
         """Pre-NMS candidates of head ``idx`` from its raw maps -> list per sample (centernet_utils decode)."""
-        return centernet_utils.decode_bbox_from_heatmap(
-            heatmap=pred_dict['hm'].sigmoid(), rot_cos=pred_dict['rot'][:, 0:1], rot_sin=pred_dict['rot'][:, 1:2],
-            center=pred_dict['center'], center_z=pred_dict['center_z'], dim=pred_dict['dim'].exp(),
-            vel=pred_dict['vel'] if 'vel' in self.separate_head_cfg.HEAD_ORDER else None,
-            point_cloud_range=self.point_cloud_range, voxel_size=self.voxel_size,
-            feature_map_stride=self.feature_map_stride, K=post_cfg.MAX_OBJ_PER_SAMPLE,
-            score_thresh=post_cfg.SCORE_THRESH, post_center_limit_range=post_cfg.POST_CENTER_LIMIT_RANGE)
+        maps = {'heatmap': pred_dict['hm'].sigmoid(), 'rot_cos': pred_dict['rot'][:, 0:1],
+                'rot_sin': pred_dict['rot'][:, 1:2], 'center': pred_dict['center'], 'center_z': pred_dict['center_z'],
+                'dim': pred_dict['dim'].exp(),
+                'vel': pred_dict['vel'] if 'vel' in self.separate_head_cfg.HEAD_ORDER else None}
+        params = centernet_utils.DecodeParams(k=post_cfg.MAX_OBJ_PER_SAMPLE, score_thresh=post_cfg.SCORE_THRESH,
+                                              post_center_limit_range=post_cfg.POST_CENTER_LIMIT_RANGE)
+        return centernet_utils.decode_bbox_from_heatmap(maps, self.grid, params)
 
     def decode(self, pred_dicts, batch_size, post_cfg=None):
         """Full post-processing: per head top-K decode, score/range filter, class-agnostic rotated NMS, concat.
@@ -182,8 +192,6 @@ class CenterHead(nn.Module):
             list over samples of dicts: ``pred_boxes`` (N, 9), ``pred_scores`` (N,), ``pred_labels`` (N,) int64,
             1-based global classes; heads concatenated in order, each in descending score order after NMS.
         """
-        from rdd.ops.rotated_iou import class_agnostic_nms
-
         cfg = _merge_post_cfg(self.model_cfg.POST_PROCESSING, post_cfg)
         ret = [{'pred_boxes': [], 'pred_scores': [], 'pred_labels': []} for _ in range(batch_size)]
         for idx, pred_dict in enumerate(pred_dicts):
@@ -204,12 +212,10 @@ class CenterHead(nn.Module):
                       'pred_labels': torch.cat(ret[b]['pred_labels'], dim=0).long() + 1}
         return ret
 
-    def generate_predicted_boxes(self, batch_size, pred_dicts):
-        """OpenPCDet name: :meth:`decode` with the configured POST_PROCESSING."""
-        return self.decode(pred_dicts, batch_size)
-
     def forward(self, data_dict):
-        """Uses ``spatial_features_2d`` (B, C, H, W) and, in training, ``gt_boxes`` (B, M, 10).
+        """Uses ``spatial_features_2d`` (B, C, H, W) and, in training, ``gt_boxes`` (B, M, 10) and the optional
+        ``gt_assigned_cells`` (B, M') int64 (a label-assignment hook: the cell ``row * W + col`` responsible for
+        each GT row, -1 = the cell holding its centre; set by ``rdd.distill`` ``LADLoss``).
 
         Training: stores ``forward_ret_dict = {'pred_dicts', 'target_dicts'}`` (raw maps, hm as logits).
         Eval (or ``predict_boxes_when_training``): adds ``final_box_dicts`` (see :meth:`decode`).
@@ -220,7 +226,8 @@ class CenterHead(nn.Module):
         if self.training:
             if 'gt_boxes' not in data_dict:
                 raise KeyError("CenterHead in training mode needs data_dict['gt_boxes'] (B, M, 10)")
-            self.forward_ret_dict['target_dicts'] = self.assign_targets(data_dict['gt_boxes'], features.shape[2:])
+            self.forward_ret_dict['target_dicts'] = self.assign_targets(
+                data_dict['gt_boxes'], features.shape[2:], data_dict.get('gt_assigned_cells'))
         self.forward_ret_dict['pred_dicts'] = pred_dicts
         if not self.training or self.predict_boxes_when_training:
             data_dict['final_box_dicts'] = self.decode(pred_dicts, data_dict.get('batch_size', features.shape[0]))

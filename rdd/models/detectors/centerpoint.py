@@ -1,9 +1,10 @@
 """CenterPoint (OpenPCDet ``CenterPoint``): VFE -> sparse 3D backbone -> BEV -> 2D backbone -> CenterHead."""
-from . import register_detector
+from rdd.models.registries import DETECTORS
+
 from .detector3d_template import Detector3DTemplate
 
 
-@register_detector('CenterPoint')
+@DETECTORS.register()
 class CenterPoint(Detector3DTemplate):
     """Single-stage center-based detector; the dense head does target assignment, loss and decoding."""
 

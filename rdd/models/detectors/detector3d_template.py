@@ -1,48 +1,22 @@
 """Detector3DTemplate: builds OpenPCDet's module topology from a ``MODEL`` config; shared detector utilities."""
-import importlib
 import logging
 import os
 
 import torch
 import torch.nn as nn
 
-from ..checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint, read_model_state
+from rdd.errors import CheckpointError, ConfigError
+from rdd.models.checkpoint import load_state_dict_strict, read_checkpoint, read_model_state
+from rdd.models.registries import SECTION_REGISTRIES
+from rdd.ops.rotated_iou import boxes3d_iou
 
 _LOG = logging.getLogger(__name__)
 
-# config key -> (attribute name, package holding the class registry, registry attribute)
-_MODULE_SPECS = {
-    'vfe': ('VFE', 'rdd.models.vfe', '__all__'),
-    'backbone_3d': ('BACKBONE_3D', 'rdd.models.backbones_3d', '__all__'),
-    'map_to_bev_module': ('MAP_TO_BEV', 'rdd.models.backbones_2d', 'map_to_bev'),
-    'pfe': ('PFE', None, None),
-    'backbone_2d': ('BACKBONE_2D', 'rdd.models.backbones_2d', '__all__'),
-    'dense_head': ('DENSE_HEAD', 'rdd.models.dense_heads', '__all__'),
-    'point_head': ('POINT_HEAD', None, None),
-    'roi_head': ('ROI_HEAD', None, None),
-}
-
-
-def lookup_module_class(cfg_key, name):
-    """Class registered as ``name`` for the config section ``cfg_key`` (e.g. 'BACKBONE_3D', 'VoxelResBackBone8x').
-
-    Raises ValueError listing the available names (or saying the section is not supported by rdd).
-    """
-    attr = {spec[0]: spec for spec in _MODULE_SPECS.values()}[cfg_key]
-    _, package, registry_name = attr
-    if package is None:
-        raise ValueError(f'MODEL.{cfg_key} ({name}) is not supported by rdd (CenterPoint-style detectors only)')
-    module = importlib.import_module(package)
-    registry = getattr(module, registry_name, None)
-    if isinstance(registry, dict):
-        cls = registry.get(name)
-        known = sorted(registry)
-    else:
-        cls = getattr(module, name, None)
-        known = sorted(n for n in (registry or dir(module)) if not n.startswith('_'))
-    if cls is None:
-        raise ValueError(f'unknown MODEL.{cfg_key}.NAME {name!r}; known: {known}')
-    return cls
+#: OpenPCDet's module topology: (attribute, ``MODEL`` section) in build order. The sections rdd has no modules
+#: for (two-stage parts: PFE, POINT_HEAD, ROI_HEAD) leave their attribute None and are refused when configured.
+MODULE_TOPOLOGY = (('vfe', 'VFE'), ('backbone_3d', 'BACKBONE_3D'), ('map_to_bev_module', 'MAP_TO_BEV'),
+                   ('pfe', 'PFE'), ('backbone_2d', 'BACKBONE_2D'), ('dense_head', 'DENSE_HEAD'),
+                   ('point_head', 'POINT_HEAD'), ('roi_head', 'ROI_HEAD'))
 
 
 class Detector3DTemplate(nn.Module):
@@ -62,8 +36,7 @@ class Detector3DTemplate(nn.Module):
         self.dataset = dataset
         self.class_names = dataset.class_names
         self.register_buffer('global_step', torch.zeros(1, dtype=torch.long))
-        self.module_topology = ['vfe', 'backbone_3d', 'map_to_bev_module', 'pfe',
-                                'backbone_2d', 'dense_head', 'point_head', 'roi_head']
+        self.module_topology = [attr for attr, _ in MODULE_TOPOLOGY]
 
     @property
     def mode(self):
@@ -85,17 +58,20 @@ class Detector3DTemplate(nn.Module):
             'voxel_size': self.dataset.voxel_size,
             'depth_downsample_factor': getattr(self.dataset, 'depth_downsample_factor', None),
         }
-        for module_name in self.module_topology:
-            cfg_key = _MODULE_SPECS[module_name][0]
+        for module_name, cfg_key in MODULE_TOPOLOGY:
             module = None
             if self.model_cfg.get(cfg_key, None) is not None:
+                if cfg_key not in SECTION_REGISTRIES:
+                    raise ConfigError(f'MODEL.{cfg_key} ({self.model_cfg[cfg_key].get("NAME")}) is not supported by '
+                                      f'rdd (single-stage CenterPoint-style detectors only)')
                 module = getattr(self, f'build_{module_name}')(info)
                 info['module_list'].append(module)
             self.add_module(module_name, module)
         return info['module_list']
 
     def _cls(self, cfg_key):
-        return lookup_module_class(cfg_key, self.model_cfg[cfg_key].NAME)
+        """The class registered for ``MODEL.<cfg_key>.NAME`` (RegistryError listing the known names)."""
+        return SECTION_REGISTRIES[cfg_key].get(self.model_cfg[cfg_key].NAME)
 
     def build_vfe(self, info):
         vfe = self._cls('VFE')(model_cfg=self.model_cfg.VFE, num_point_features=info['num_rawpoint_features'],
@@ -134,15 +110,6 @@ class Detector3DTemplate(nn.Module):
             point_cloud_range=info['point_cloud_range'], voxel_size=info['voxel_size'],
             predict_boxes_when_training=self.model_cfg.get('ROI_HEAD', None) is not None)
 
-    def build_pfe(self, info):
-        return self._cls('PFE')
-
-    def build_point_head(self, info):
-        return self._cls('POINT_HEAD')
-
-    def build_roi_head(self, info):
-        return self._cls('ROI_HEAD')
-
     def forward(self, batch_dict):
         raise NotImplementedError(f'{type(self).__name__} must define forward')
 
@@ -170,7 +137,6 @@ class Detector3DTemplate(nn.Module):
         cur_gt = gt[:int(nonzero.max()) + 1] if nonzero.numel() else gt[:0]
         if cur_gt.shape[0] == 0:
             return recall_dict
-        from rdd.ops.rotated_iou import boxes3d_iou
         rois = data_dict['rois'][batch_index] if 'rois' in data_dict else None
         iou_pred = boxes3d_iou(box_preds[:, :7], cur_gt[:, :7]) if box_preds.shape[0] > 0 else None
         iou_roi = boxes3d_iou(rois[:, :7], cur_gt[:, :7]) if rois is not None and rois.shape[0] > 0 else None

@@ -1,6 +1,4 @@
-"""Voxel feature encoders, looked up by the config's ``VFE.NAME``."""
+"""Voxel feature encoders (``MODEL.VFE.NAME``, registry :data:`rdd.models.registries.VFES`)."""
 from .mean_vfe import MeanVFE
 
-__all__ = {
-    'MeanVFE': MeanVFE,
-}
+__all__ = ['MeanVFE']

@@ -2,7 +2,10 @@
 import torch
 import torch.nn as nn
 
+from rdd.models.registries import VFES
 
+
+@VFES.register()
 class MeanVFE(nn.Module):
     """Average the points of each voxel; no parameters.
 

@@ -5,24 +5,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rdd.distill.rdd.roi_grid_pool import (BEVGeometry, resample_to_geometry, roi_grid_points, roi_grid_pool)
+from rdd.geometry import BEVGrid
+from rdd.ops.bev_pool import resample_to_grid, roi_grid_points, roi_grid_pool
 
-GEOM = BEVGeometry.from_voxels([-6.0, -6.0, -5.0, 6.0, 6.0, 3.0], [0.25, 0.25, 0.2], 2)  # 0.5 m cells, 24 x 24
+GEOM = BEVGrid((-6.0, -6.0, -5.0, 6.0, 6.0, 3.0), (0.25, 0.25, 0.2), 2)  # 0.5 m cells, 24 x 24
 
 
-def _cell_centre(i, j, geom=GEOM):
-    return geom.x_min + (j + 0.5) * geom.cell_x, geom.y_min + (i + 0.5) * geom.cell_y
+def _cell_centre(i, j):
+    return -6.0 + (j + 0.5) * 0.5, -6.0 + (i + 0.5) * 0.5  # 0.5 m cells from -6 m
 
 
 def _box(x, y, dx, dy, yaw):
     return torch.tensor([[x, y, 0.0, dx, dy, 1.5, yaw]], dtype=torch.float64)
 
 
-def test_geometry_from_voxels():
-    assert (GEOM.x_min, GEOM.y_min, GEOM.cell_x, GEOM.cell_y) == (-6.0, -6.0, 0.5, 0.5)
+def test_grid_facts():
+    assert (GEOM.x_min, GEOM.y_min, GEOM.cell_size, GEOM.map_size) == (-6.0, -6.0, (0.5, 0.5), (24, 24))
     GEOM.check_shape(24, 24)
-    with pytest.raises(ValueError, match='feature_map_stride'):
+    with pytest.raises(ValueError, match='H=24, W=24'):
         GEOM.check_shape(12, 12)
+    assert GEOM.metric_to_cell(-6.0, 0.25) == (0.0, 12.5)  # edge-based: 0 at the left edge of column 0
+    assert GEOM.cell_to_metric(0.5, 12.5) == (-5.75, 0.25)
 
 
 def test_constant_map_pools_constant():
@@ -54,8 +57,8 @@ def test_rotated_box_pools_expected_cells():
 
 def test_linear_map_is_reproduced_at_rotated_points():
     a, b = 0.7, -1.3
-    xs = GEOM.x_min + (torch.arange(24, dtype=torch.float64) + 0.5) * GEOM.cell_x
-    ys = GEOM.y_min + (torch.arange(24, dtype=torch.float64) + 0.5) * GEOM.cell_y
+    xs = -6.0 + (torch.arange(24, dtype=torch.float64) + 0.5) * 0.5  # cell centres, metres
+    ys = -6.0 + (torch.arange(24, dtype=torch.float64) + 0.5) * 0.5
     fmap = (a * xs[None, :] + b * ys[:, None])[None, None]  # value at every cell centre
     boxes = torch.cat([_box(0.4, -0.9, 3.3, 1.7, 0.37), _box(-1.1, 1.9, 2.2, 4.1, -2.2)])
     out = roi_grid_pool(fmap, boxes, torch.tensor([0, 0]), GEOM, 5)[:, :, 0]
@@ -91,13 +94,14 @@ def test_gradient_reaches_map():
 
 
 def test_resample_matches_interpolate_on_same_range():
-    src = BEVGeometry.from_voxels([-6.0, -6.0, -5.0, 6.0, 6.0, 3.0], [0.25, 0.25, 0.2], 4)  # 12 x 12
+    src = BEVGrid((-6.0, -6.0, -5.0, 6.0, 6.0, 3.0), (0.25, 0.25, 0.2), 4)  # 12 x 12
     fmap = torch.randn(2, 3, 12, 12, dtype=torch.float64)
-    out = resample_to_geometry(fmap, src, GEOM, (24, 24))
+    out = resample_to_grid(fmap, src, GEOM)
+    assert resample_to_grid(out, GEOM, GEOM) is out
     ref = F.interpolate(fmap, size=(24, 24), mode='bilinear', align_corners=False)
     assert torch.allclose(out, ref, atol=1e-9)
-    shifted = BEVGeometry.from_voxels([-5.0, -6.0, -5.0, 7.0, 6.0, 3.0], [0.25, 0.25, 0.2], 4)  # 1 m along +x
-    moved = resample_to_geometry(fmap, shifted, GEOM, (24, 24))
+    shifted = BEVGrid((-5.0, -6.0, -5.0, 7.0, 6.0, 3.0), (0.25, 0.25, 0.2), 4)  # 1 m along +x
+    moved = resample_to_grid(fmap, shifted, GEOM)
     assert torch.allclose(moved[..., 2:], ref[..., :-2], atol=1e-9)  # dst column j+2 sits where src had j
 
 
@@ -105,8 +109,8 @@ def _grid_sample_reference(fmap, boxes, batch_idx, geom, g):
     """Per-box ``grid_sample`` (bilinear, zero padding, align_corners=False) at the box's grid points."""
     height, width = fmap.shape[-2:]
     pts = roi_grid_points(boxes, g)
-    u = 2.0 * (pts[..., 0] - geom.x_min) / (geom.cell_x * width) - 1.0
-    v = 2.0 * (pts[..., 1] - geom.y_min) / (geom.cell_y * height) - 1.0
+    u = 2.0 * (pts[..., 0] - (-6.0)) / (0.5 * width) - 1.0  # GEOM: origin -6 m, 0.5 m cells
+    v = 2.0 * (pts[..., 1] - (-6.0)) / (0.5 * height) - 1.0
     out = [F.grid_sample(fmap[b:b + 1], torch.stack([u[n], v[n]], -1)[None, None].to(fmap.dtype), mode='bilinear',
                          padding_mode='zeros', align_corners=False)[0, :, 0].t()
            for n, b in enumerate(batch_idx.tolist())]

@@ -1,8 +1,9 @@
-"""Rotated-RoI grid pooling of BEV maps (bilinear, as ``grid_sample`` with ``align_corners=False``; G x G cells per box).
+"""Rotated-RoI grid pooling and resampling of BEV maps (bilinear, as ``grid_sample`` with ``align_corners=False``;
+G x G cells per box). Maps are placed in metres by a :class:`rdd.geometry.BEVGrid`.
 
 Convention (docs/architecture.md): a BEV map is ``(B, C, H, W)``, ``H`` along y and ``W`` along x; cell
 ``(i, j)`` covers ``x in [x_min + j*sx, x_min + (j+1)*sx)`` and ``y in [y_min + i*sy, y_min + (i+1)*sy)`` with
-``sx = voxel_size_x * feature_map_stride``. With ``align_corners=False`` a normalised coordinate ``u = -1`` is the
+``(sx, sy) = grid.cell_size``. With ``align_corners=False`` a normalised coordinate ``u = -1`` is the
 left edge of column 0 and ``u = +1`` the right edge of column ``W-1``, so ``u = 2 (x - x_min) / (sx W) - 1``, i.e.
 the continuous column coordinate (0 at the centre of column 0) is ``(x - x_min) / sx - 0.5``.
 
@@ -10,51 +11,11 @@ A box's ``G x G`` sampling points are the cell centres of a ``G x G`` grid laid 
 row ``i`` runs along the box's local y (width ``dy``), column ``j`` along its local x (length ``dx``, the heading).
 A yaw-0 box therefore pools a patch laid out like the map itself.
 """
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-__all__ = ['BEVGeometry', 'roi_grid_points', 'xy_to_grid_coords', 'roi_grid_pool', 'resample_to_geometry']
+__all__ = ['roi_grid_points', 'xy_to_grid_coords', 'roi_grid_pool', 'resample_to_grid']
 
-
-
-@dataclass(frozen=True)
-class BEVGeometry:
-    """Metric placement of a BEV map: origin ``(x_min, y_min)`` and cell size ``(cell_x, cell_y)`` in metres."""
-    x_min: float
-    y_min: float
-    cell_x: float
-    cell_y: float
-    x_max: float
-    y_max: float
-
-    @classmethod
-    def from_voxels(cls, point_cloud_range, voxel_size, feature_map_stride):
-        """From ``POINT_CLOUD_RANGE`` (6,), ``VOXEL_SIZE`` (3,) metres and the BEV map's stride in voxels."""
-        pcr = [float(v) for v in point_cloud_range]
-        vs = [float(v) for v in voxel_size]
-        if len(pcr) != 6 or len(vs) < 2:
-            raise ValueError(f'point_cloud_range needs 6 values and voxel_size >= 2, got {pcr}, {vs}')
-        stride = float(feature_map_stride)
-        return cls(pcr[0], pcr[1], vs[0] * stride, vs[1] * stride, pcr[3], pcr[4])
-
-    def check_shape(self, height, width, what='BEV map'):
-        """Raise ValueError when a ``(height, width)`` map does not cover this range (one cell tolerance)."""
-        if (abs(width * self.cell_x - (self.x_max - self.x_min)) > self.cell_x + 1e-6
-                or abs(height * self.cell_y - (self.y_max - self.y_min)) > self.cell_y + 1e-6):
-            raise ValueError(
-                f'{what} of size H={height}, W={width} does not match its geometry: range x [{self.x_min}, '
-                f'{self.x_max}], y [{self.y_min}, {self.y_max}] with cells {self.cell_x} x {self.cell_y} m '
-                f'expects about W={(self.x_max - self.x_min) / self.cell_x:.1f}, '
-                f'H={(self.y_max - self.y_min) / self.cell_y:.1f} (check voxel_size / feature_map_stride)')
-
-    def same_grid(self, other, shape, other_shape):
-        """True when both maps have the same shape, origin and cell size (so no resampling is needed)."""
-        return (tuple(shape) == tuple(other_shape)
-                and all(abs(a - b) < 1e-6 for a, b in zip(
-                    (self.x_min, self.y_min, self.cell_x, self.cell_y),
-                    (other.x_min, other.y_min, other.cell_x, other.cell_y))))
 
 
 def roi_grid_points(boxes, grid_size):
@@ -78,10 +39,12 @@ def roi_grid_points(boxes, grid_size):
     return torch.stack([x, y], dim=-1).reshape(boxes.shape[0], g * g, 2)
 
 
-def xy_to_grid_coords(xy, geometry, height, width):
-    """Metric ``(..., 2)`` points -> ``grid_sample`` coordinates (``align_corners=False``) of an ``H x W`` map."""
-    u = 2.0 * (xy[..., 0] - geometry.x_min) / (geometry.cell_x * width) - 1.0
-    v = 2.0 * (xy[..., 1] - geometry.y_min) / (geometry.cell_y * height) - 1.0
+def xy_to_grid_coords(xy, grid, height, width):
+    """Metric ``(..., 2)`` points -> ``grid_sample`` coordinates (``align_corners=False``) of an ``H x W`` map
+    placed by the BEVGrid ``grid``."""
+    (sx, sy) = grid.cell_size
+    u = 2.0 * (xy[..., 0] - grid.x_min) / (sx * width) - 1.0
+    v = 2.0 * (xy[..., 1] - grid.y_min) / (sy * height) - 1.0
     return torch.stack([u, v], dim=-1)
 
 
@@ -128,7 +91,7 @@ class _GatherCells(torch.autograd.Function):
         return grad.view(ctx.map_shape), None
 
 
-def roi_grid_pool(feature_map, boxes, batch_idx, geometry, grid_size):
+def roi_grid_pool(feature_map, boxes, batch_idx, grid, grid_size):
     """Bilinearly pool ``G x G`` cells of each rotated box from a batched BEV map.
 
     Same values as ``grid_sample(mode='bilinear', padding_mode='zeros', align_corners=False)`` at the points of
@@ -139,11 +102,11 @@ def roi_grid_pool(feature_map, boxes, batch_idx, geometry, grid_size):
     several times slower).
 
     Args:
-        feature_map: (B, C, H, W) BEV map placed by ``geometry`` (any memory layout).
+        feature_map: (B, C, H, W) BEV map placed by the BEVGrid ``grid`` (any memory layout).
         boxes: (P, 7+) boxes in metres / radians.
         batch_idx: (P,) int64 sample index of each box.
-        geometry: BEVGeometry of ``feature_map``.
-        grid_size: G.
+        grid: :class:`rdd.geometry.BEVGrid` of ``feature_map``.
+        grid_size: G, sampling points per side.
     Returns:
         (P, G*G, C) pooled values, cells first and channels last (zero where a point falls outside the map,
         partial near the border).
@@ -155,8 +118,8 @@ def roi_grid_pool(feature_map, boxes, batch_idx, geometry, grid_size):
         return feature_map.new_zeros((0, g2, channels))
     # pixel coordinates of the sampling points (float64: exact taps whatever the map's dtype)
     xy = roi_grid_points(boxes.detach().double(), grid_size)  # (P, G2, 2)
-    px = (xy[..., 0] - geometry.x_min) / geometry.cell_x - 0.5
-    py = (xy[..., 1] - geometry.y_min) / geometry.cell_y - 0.5
+    u, v = grid.metric_to_cell(xy[..., 0], xy[..., 1])
+    px, py = u - 0.5, v - 0.5  # 0 at the centre of column / row 0
     index, weights = _bilinear_taps(px, py, height, width)  # (P, G2, 4)
     index = index + (batch_idx.long().to(index.device) * (height * width))[:, None, None]
     cells, tap_rows = torch.unique(index, return_inverse=True)  # sorted distinct cells; taps -> their row
@@ -166,20 +129,23 @@ def roi_grid_pool(feature_map, boxes, batch_idx, geometry, grid_size):
     return pooled.view(num, g2, channels)
 
 
-def resample_to_geometry(feature_map, src_geometry, dst_geometry, dst_shape):
-    """Bilinearly resample a ``(B, C, Hs, Ws)`` map onto another BEV grid (the cell centres of ``dst_shape``).
+def resample_to_grid(feature_map, src_grid, dst_grid):
+    """Bilinearly resample a ``(B, C, Hs, Ws)`` map placed by ``src_grid`` onto the cell centres of ``dst_grid``.
 
     Equals ``F.interpolate(..., mode='bilinear', align_corners=False)`` when both grids cover the same range
     (border padding, as interpolate's clamping); with different ranges, points beyond the source map take the
-    nearest edge value.
-    Returns (B, C, Hd, Wd).
+    nearest edge value. Returns the map unchanged when the grids are the same.
+    Returns (B, C, Hd, Wd) with ``(Hd, Wd) = dst_grid.map_size``.
     """
     bsz, _, hs, ws = feature_map.shape
-    hd, wd = int(dst_shape[0]), int(dst_shape[1])
+    if src_grid.same_as(dst_grid) and (hs, ws) == dst_grid.map_size:
+        return feature_map
+    hd, wd = dst_grid.map_size
     dev, dt = feature_map.device, feature_map.dtype
-    xs = dst_geometry.x_min + (torch.arange(wd, device=dev, dtype=torch.float64) + 0.5) * dst_geometry.cell_x
-    ys = dst_geometry.y_min + (torch.arange(hd, device=dev, dtype=torch.float64) + 0.5) * dst_geometry.cell_y
+    u = torch.arange(wd, device=dev, dtype=torch.float64) + 0.5
+    v = torch.arange(hd, device=dev, dtype=torch.float64) + 0.5
+    xs, ys = dst_grid.cell_to_metric(u, v)
     xy = torch.stack([xs[None, :].expand(hd, wd), ys[:, None].expand(hd, wd)], dim=-1)
-    grid = xy_to_grid_coords(xy, src_geometry, hs, ws).to(dt)
-    return F.grid_sample(feature_map, grid[None].expand(bsz, -1, -1, -1), mode='bilinear',
+    coords = xy_to_grid_coords(xy, src_grid, hs, ws).to(dt)
+    return F.grid_sample(feature_map, coords[None].expand(bsz, -1, -1, -1), mode='bilinear',
                          padding_mode='border', align_corners=False)
