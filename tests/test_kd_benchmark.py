@@ -132,7 +132,7 @@ def _job(tmp_path, name, kd, done=False):
               info={'row': row, 'student': student, 'seed': int(seed[4:]), 'kind': 'KD' if kd else 'STUDENT'})
     if done:
         job.folder.mkdir(parents=True)
-        job.result_path.write_text(json.dumps(dict(job.info, mAP=0.1, NDS=0.2, wall_s=3.0, ckpt='/t.pth')))
+        job.result_path.write_text(json.dumps(dict(job.info, mAP=0.1, NDS=0.2, wall_s=3.0, cpu_s=1.5, ckpt='/t.pth')))
     return job
 
 
@@ -189,7 +189,7 @@ def test_mean_std_and_table_from_a_hand_made_results_file(tmp_path):
     for (row, seed), (m, n) in HAND_MADE.items():
         job = _job(tmp_path, f'S/{row}/seed{seed}', kd=row != 'student')
         job.folder.mkdir(parents=True)
-        job.result_path.write_text(json.dumps(dict(job.info, mAP=m, NDS=n, wall_s=60.0)))
+        job.result_path.write_text(json.dumps(dict(job.info, mAP=m, NDS=n, wall_s=60.0, cpu_s=30.0)))
         jobs.append(job)
     plan = Plan(teacher=teacher, jobs=jobs, unavailable={('S', 'fg'): 'KD loss FGLoss is not registered'})
     meta = {'command': 'x', 'date': 'd', 'git': 'g', 'jobs': 2, 'data': 'synthetic', 'started': 0.0}
@@ -205,8 +205,8 @@ def test_mean_std_and_table_from_a_hand_made_results_file(tmp_path):
     assert summary[('S', 'hint')]['mAP'] == pytest.approx([0.25, None]) and summary[('S', 'hint')]['n'] == 1
     assert len(doc['runs']) == 9 and doc['failed'] == {'S/lad/seed0': 'boom'}
     md = (tmp_path / 'out' / 'results.md').read_text()
-    assert '| teacher | | 1 | 0.1000 | 0.2000 | | |' in md
-    assert '| student alone | Table 3 (no KD) | 3 | 0.2000 ± 0.1000 | 0.3000 ± 0.1000 |  |  |' in md
+    assert '| teacher | | 1 | 0.1000 | 0.2000 | | | 0.1, 0.0 |' in md
+    assert '| student alone | Table 3 (no KD) | 3 | 0.2000 ± 0.1000 | 0.3000 ± 0.1000 |  |  | 1.0, 0.5 |' in md
     # rdd vs alone: Δ = +0.15; pooled std = sqrt((2 * 0.01 + 1 * 0.005) / 3) = 0.0913 -> 2x = 0.183: no flag.
     # NDS: Δ = +0.10, pooled = sqrt((2 * 0.01 + 0) / 3) = 0.0816 -> 2x = 0.163: no flag
     assert '| 2 / 3 | 0.3500 ± 0.0707 | 0.4000 ± 0.0000 | +0.1500 | +0.1000 |' in md

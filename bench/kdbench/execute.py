@@ -75,7 +75,8 @@ class Launcher:
             log.write(f'\n==== {time.strftime("%Y-%m-%d %H:%M:%S")} {job.name}\n')
             log.flush()
             proc = subprocess.Popen([sys.executable, str(RUN_ONE), str(job.folder / 'spec.json')], stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=self.environment())
+                                    stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=self.environment(),
+                                    preexec_fn=_die_with_parent if sys.platform.startswith('linux') else None)
             with self._lock:
                 self._live.add(proc)
             try:
@@ -101,6 +102,16 @@ class Launcher:
         for proc in live:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+
+
+def _die_with_parent():
+    """In the child before exec: ask Linux to SIGTERM it when the benchmark dies (even by SIGKILL), so that a
+    restarted benchmark never finds an orphan still training in a cell's folder. No-op elsewhere."""
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def tail(path, lines=15):

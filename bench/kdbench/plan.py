@@ -26,20 +26,33 @@ def teacher_ckpt_path(folder, cfg_path, epochs):
 
 
 def teacher_job(proto, out_dir, cache_dir, data_fp, workers):
+    """The teacher's job. Its config is written under ``out_dir/configs`` (hashed) and copied into its cache
+    folder, which it trains from, so that the cached checkpoint's path does not depend on ``out_dir``."""
     cfg = write_run_config(Path(out_dir) / 'configs' / 'teacher.yaml', proto.teacher, proto.data.root)
     epochs = proto.teacher_epochs or num_epochs(cfg)
     key = cache_key(cfg, epochs, TEACHER_SEED, data_fp)
-    spec = {'cfg': str(cfg), 'epochs': epochs, 'seed': TEACHER_SEED, 'workers': workers}
+    folder = Path(cache_dir) / f'teacher-{key}'
+    cached_cfg = folder / 'teacher.yaml'
+    if not cached_cfg.is_file():
+        write_run_config(cached_cfg, proto.teacher, proto.data.root)
+    spec = {'cfg': str(cached_cfg), 'epochs': epochs, 'seed': TEACHER_SEED, 'workers': workers}
     info = {'row': 'teacher', 'kind': 'TEACHER', 'student': None, 'seed': TEACHER_SEED, 'key': key,
-            'config': str(cfg)}
-    return Job(name='teacher', folder=Path(cache_dir) / f'teacher-{key}', spec=spec, info=info)
+            'config': str(cached_cfg)}
+    return Job(name='teacher', folder=folder, spec=spec, info=info)
+
+
+def teacher_checkpoint(job):
+    """The teacher's last checkpoint: from its result when it is trained, else where it will be."""
+    if job.finished():
+        return Path(job.load_result()['ckpt'])
+    return teacher_ckpt_path(job.folder, job.spec['cfg'], job.spec['epochs'])
 
 
 def build_plan(proto, out_dir, cache_dir, data_fp, workers=1) -> Plan:
     """Write every run config under ``out_dir/configs`` and return the jobs; a row whose config does not build
     (a KD loss not registered yet, a key it rejects) is listed in ``Plan.unavailable`` instead."""
     teacher = teacher_job(proto, out_dir, cache_dir, data_fp, workers)
-    real_ckpt = teacher_ckpt_path(teacher.folder, teacher.spec['cfg'], teacher.spec['epochs'])
+    real_ckpt = teacher_checkpoint(teacher)
     probe_ckpt = real_ckpt if real_ckpt.is_file() else Path(out_dir) / 'probe' / 'random_teacher.pth'
     plan = Plan(teacher=teacher, jobs=[])
     checked: Dict[Tuple[str, str], Optional[str]] = {}

@@ -29,8 +29,9 @@ def pooled_std(std1, n1, std2, n2):
 
 
 def summarize(results):
-    """``{(student, row): {'n', 'seeds', 'mAP': (mean, std), 'NDS': (mean, std), 'wall_s': mean}}`` over the
-    finished runs ``results`` (dicts with ``student``, ``row``, ``seed``, ``mAP``, ``NDS``, ``wall_s``)."""
+    """``{(student, row): {'n', 'seeds', 'mAP': (mean, std), 'NDS': (mean, std), 'wall_s', 'cpu_s' (means)}}``
+    over the finished runs ``results`` (dicts with ``student``, ``row``, ``seed``, ``mAP``, ``NDS``, ``wall_s``,
+    ``cpu_s``)."""
     groups = OrderedDict()
     for r in results:
         groups.setdefault((r['student'], r['row']), []).append(r)
@@ -39,6 +40,7 @@ def summarize(results):
         runs = sorted(runs, key=lambda r: r['seed'])
         out[key] = {'n': len(runs), 'seeds': [r['seed'] for r in runs],
                     'wall_s': mean_std([r.get('wall_s', 0.0) for r in runs])[0],
+                    'cpu_s': mean_std([r.get('cpu_s', 0.0) for r in runs])[0],
                     **{m: mean_std([r[m] for r in runs]) for m in METRICS}}
     return out
 
@@ -64,17 +66,20 @@ def student_table(proto, student, summary, teacher):
     """The Markdown table of one student: a row per protocol row (finished or not)."""
     base = summary.get((student.key, 'student'))
     lines = [f'### {student.label}', '',
-             '| row | paper | seeds | mAP | NDS | ΔmAP vs alone | ΔNDS vs alone |', '|---|---|---|---|---|---|---|']
+             '| row | paper | seeds | mAP | NDS | ΔmAP vs alone | ΔNDS vs alone | min / run (wall, CPU) |',
+             '|---|---|---|---|---|---|---|---|']
     if teacher:
-        lines.append(f"| teacher | | 1 | {teacher['mAP']:.4f} | {teacher['NDS']:.4f} | | |")
+        lines.append(f"| teacher | | 1 | {teacher['mAP']:.4f} | {teacher['NDS']:.4f} | | | "
+                     f"{teacher.get('wall_s', 0) / 60:.1f}, {teacher.get('cpu_s', 0) / 60:.1f} |")
     for row in proto.rows:
         cell = summary.get((student.key, row.key))
         if cell is None:
-            lines.append(f'| {row.label} | {row.paper} | 0 / {row.seeds} | not run | | | |')
+            lines.append(f'| {row.label} | {row.paper} | 0 / {row.seeds} | not run | | | | |')
             continue
         seeds = f"{cell['n']}" if cell['n'] >= row.seeds else f"{cell['n']} / {row.seeds}"
         lines.append(f"| {row.label} | {row.paper} | {seeds} | {_fmt(*cell['mAP'])} | {_fmt(*cell['NDS'])} | "
-                     f"{delta_cell(cell, base, 'mAP')} | {delta_cell(cell, base, 'NDS')} |")
+                     f"{delta_cell(cell, base, 'mAP')} | {delta_cell(cell, base, 'NDS')} | "
+                     f"{cell['wall_s'] / 60:.1f}, {cell['cpu_s'] / 60:.1f} |")
     return '\n'.join(lines)
 
 
@@ -87,7 +92,8 @@ def markdown(proto, summary, teacher, unavailable, failed, meta, notes=()):
              f"Wall time of this invocation: {meta.get('wall_s', 0) / 60:.1f} min; jobs: {meta.get('jobs', '')}", '']
     if teacher:
         lines.append(f"Teacher ({teacher.get('config', '')}, {teacher.get('epochs')} epochs, "
-                     f"{teacher.get('wall_s', 0) / 60:.1f} min): mAP {teacher['mAP']:.4f}, NDS {teacher['NDS']:.4f}")
+                     f"{teacher.get('wall_s', 0) / 60:.1f} min wall, {teacher.get('cpu_s', 0) / 60:.1f} min CPU): "
+                     f"mAP {teacher['mAP']:.4f}, NDS {teacher['NDS']:.4f}")
     lines += ['', 'mean ± sample std over seeds; Δ vs the student alone, `*` where |Δ| > 2 × the pooled seed std.', '']
     for student in proto.students.values():
         lines += [student_table(proto, student, summary, teacher), '']
