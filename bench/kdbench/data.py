@@ -35,7 +35,7 @@ def ensure_data(spec, log=print, workers=2):
     """Write the set of ``spec`` unless it is there; ValueError naming the folder when another set is there."""
     from rdd.datasets.gt_database import create_groundtruth_database
     from rdd.datasets.nuscenes_infos import create_nuscenes_infos
-    from rdd.datasets.synthetic import LidarConfig, write_synthetic_nuscenes
+    from rdd.datasets.synthetic import LidarConfig, clear_synthetic_root, write_synthetic_nuscenes
     root = devkit_root(spec)
     meta, want = read_meta(spec), expected_meta(spec)
     if meta is not None and meta != want:
@@ -44,10 +44,10 @@ def ensure_data(spec, log=print, workers=2):
     if meta is None:
         log(f'writing the synthetic set ({spec.scenes} scenes x {spec.samples_per_scene} samples, seed {spec.seed}) '
             f'to {root}')
+        clear_synthetic_root(str(root), spec.version)  # a half-written set of an interrupted run
         write_synthetic_nuscenes(str(root), spec.scenes, seed=spec.seed, samples_per_scene=spec.samples_per_scene,
                                  version=spec.version, val_fraction=spec.val_fraction,
-                                 lidar=LidarConfig(azimuth_res_deg=spec.azimuth_res_deg), workers=workers,
-                                 overwrite=root.exists())
+                                 lidar=LidarConfig(azimuth_res_deg=spec.azimuth_res_deg), workers=workers)
     if not all((root / name).is_file() for name in INFO_NAMES):
         log('creating the info files and the GT database')
         paths = create_nuscenes_infos(str(root), spec.version, max_sweeps=10)

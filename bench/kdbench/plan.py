@@ -19,7 +19,7 @@ class Plan:
 
 def teacher_ckpt_path(folder, cfg_path, epochs):
     """Where ``run_one`` leaves the teacher's last checkpoint when it trains ``cfg_path`` into ``folder``."""
-    from rdd.engine.cli import REPO_ROOT
+    from rdd.config import ROOT_DIR as REPO_ROOT
     from rdd.engine.run_dir import RunDir, exp_group_and_tag
     group, tag = exp_group_and_tag(str(cfg_path), REPO_ROOT)
     return RunDir(folder, group, tag, EXTRA_TAG).ckpt_dir / f'checkpoint_epoch_{epochs}.pth'

@@ -69,8 +69,8 @@ def run_config_path(out_dir, run):
 
 def missing_losses(row):
     """The row's KD loss NAMEs that no module has registered (yet)."""
-    from rdd.distill import known_kd_losses
-    known = set(known_kd_losses())
+    from rdd.distill.registry import KD_LOSSES
+    known = set(KD_LOSSES.names())
     return [name for name in row.loss_names if name not in known]
 
 
