@@ -1,23 +1,25 @@
-"""Cost of a distillation step: student alone vs student + logit KD vs student + RDD, same batch, one process.
+"""Cost of a distillation step: student alone vs student + PP logit KD vs student + RDD, same batch, one process.
 
-    python bench/kd_step.py [--json out.json] [--sweeps 1] [--repeats 3] [--threads N]
+    python bench/kd_step.py [--json out.json] [--sweeps 1] [--repeats 3] [--threads N] [--cfg KD_CONFIG]
 
-Models: CP-Voxel-S student and CP-Voxel (0.075 m) teacher at full size (180 x 180 BEV), random weights (a
-random teacher checkpoint is written to a temp dir and loaded strictly, as in training). Input: one synthetic
-nuScenes-like cloud (``rdd.datasets.synthetic.make_point_cloud``) with ``--sweeps`` sweeps (default 1: a
-REDUCED input, ~1/10 of a 10-sweep nuScenes frame's voxels, because a full 10-sweep step takes tens of seconds
-per variant on 2 CPU cores) and 20 random GT boxes. RDD (configs/rdd_cp_voxel_s.yaml's loss) gets 100 teacher +
-100 student proposals per sample: after the decoding (which still runs, at RDD's score threshold 0.3) the
-decoded boxes are replaced by fixed random boxes with scores in [0.3, 1]; the loss's own filters then apply.
-With random weights few cells pass 0.3, so decoding is cheaper than with a trained model.
+Models: the KD config's student and teacher at full size (default configs/rdd_cp_voxel_s.yaml: CP-Voxel-S and the
+0.1 m CP-Voxel teacher, 128 x 128 BEV), random weights (a random teacher checkpoint is written to a temp dir and
+loaded strictly, as in training). Input: one synthetic nuScenes-like cloud (``rdd.datasets.synthetic.
+make_point_cloud``) with ``--sweeps`` sweeps (default 1: a REDUCED input, ~1/10 of a 10-sweep nuScenes frame's
+voxels, because a full 10-sweep step takes tens of seconds per variant on 2 CPU cores) and 20 random GT boxes.
+RDD is the config's RDDLoss entry as shipped (the paper's form): its proposals are the peaks of the models' own
+heatmaps (a random-weight head's initial bias puts most peaks just above SCORE_THRESH 0.1, so both sources are
+usually at the 100-per-sample cap: about the pair count of a trained model's top 100). PP logit KD is the
+``LogitKDLoss`` entry of configs/kd_logit_cp_voxel_s.yaml.
 
 A step = teacher forward (no grad) + student forward + losses + backward (no optimizer). The three variants
 are warmed up, then run round-robin ``--repeats`` times (a shared machine's load changes hit all alike);
 ``step_s`` / ``step_cpu_s`` are the median wall / process-CPU seconds, ``best_step_s`` the fastest run (the
 least disturbed by other processes), ``peak_mb`` the peak resident memory
 during a step above the resident memory just before it (sampled every 2 ms); ``rdd_loss_s`` the RDD loss
-alone, forward + backward on the step's tapped tensors (median). Output: JSON with ``student``, ``logit_kd``,
-``rdd``, ``ratios`` and ``meta``.
+alone, forward + backward on the step's tapped tensors (median of ``--repeats`` runs, interleaved with repeated
+RDD steps so that ``rdd_loss_over_rdd_step`` compares runs made side by side). Output: JSON with ``student``,
+``logit_kd``, ``rdd``, ``ratios`` (wall-clock medians, best runs and process-CPU medians) and ``meta``.
 """
 import argparse
 import copy
@@ -36,7 +38,7 @@ import torch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KD_CFG = os.path.join(ROOT, 'configs', 'rdd_cp_voxel_s.yaml')
-LOGIT_BENCH = {'NAME': 'LogitKDLoss', 'WEIGHT': 1.0}
+LOGIT_CFG = os.path.join(ROOT, 'configs', 'kd_logit_cp_voxel_s.yaml')  # its KD_LOSSES entry is the PP logit KD
 
 
 def _rss_mb():
@@ -89,26 +91,10 @@ def make_batch(cfg, sweeps, num_boxes=20, seed=0):
             'gt_boxes': torch.from_numpy(gt), 'use_lead_xyz': True, 'frame_id': np.array(['bench'])}
 
 
-def fixed_boxes(n, seed, half_range):
-    rng = np.random.RandomState(seed)
-    boxes = np.zeros((n, 9), np.float32)
-    boxes[:, 0:2] = rng.uniform(-0.95 * half_range, 0.95 * half_range, (n, 2))
-    boxes[:, 3:6] = rng.uniform([0.6, 0.6, 1.0], [6.0, 2.5, 3.0], (n, 3))
-    boxes[:, 6] = rng.uniform(-np.pi, np.pi, n)
-    return {'pred_boxes': torch.from_numpy(boxes), 'pred_scores': torch.from_numpy(rng.uniform(0.3, 1.0, n)).float(),
-            'pred_labels': torch.from_numpy(rng.randint(1, 11, n)).long()}
-
-
-def kd_step(d, batch, proposals):
+def kd_step(d, batch):
     """One Distiller training step through its public pieces; returns (tb, teacher_out, student_out)."""
-    from rdd.distill.context import ModelFacts
-    half = float(ModelFacts.from_model(d.student).grid.x_max)
     t_out = d.forward_teacher(batch)
-    if proposals:
-        t_out['boxes'] = [fixed_boxes(100, 1, half)]
     ret, tb, _, s_out = d.forward_student(dict(batch))
-    if proposals:
-        s_out['boxes'] = [fixed_boxes(100, 2, half)]
     loss_kd, kd_tb = d.kd_forward(t_out, s_out, batch)
     (d.loss_det_weight * ret['loss'] + loss_kd).backward()
     tb.update(kd_tb)
@@ -122,12 +108,6 @@ def measure(fn):
         out = fn()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return wall, cpu, mem.delta_mb, out
-
-
-def timed(fn, repeats):
-    fn()  # warm-up
-    runs = [measure(fn) for _ in range(repeats)]
-    return statistics.median(r[0] for r in runs), max(r[2] for r in runs), runs[-1][3]
 
 
 def interleaved(fns, repeats):
@@ -148,13 +128,11 @@ def interleaved(fns, repeats):
 def _rdd_loss_of(distiller):
     """The distiller's RDD loss module (KD losses are keyed by name, not position)."""
     from rdd.distill.rdd import RDDLoss
-    found = [m for m in distiller.kd_losses.values() if isinstance(m, RDDLoss)]
-    if len(found) != 1:
-        raise SystemExit(f'--cfg must have exactly one RDDLoss in MODEL.KD_LOSSES, found {len(found)}')
-    return found[0]
+    return next(m for m in distiller.kd_losses.values() if isinstance(m, RDDLoss))
 
 
-def rdd_loss_time(rdd, t_out, s_out, batch, repeats):
+def rdd_loss_step(rdd, t_out, s_out, batch):
+    """The RDD loss alone on a step's tapped tensors (student tensors as fresh leaves): forward + backward."""
     def leafs(d):
         out = dict(d)
         out['spatial_features_2d'] = d['spatial_features_2d'].detach().requires_grad_(True)
@@ -165,8 +143,7 @@ def rdd_loss_time(rdd, t_out, s_out, batch, repeats):
         loss, tb = rdd(t_out, leafs(s_out), batch)
         loss.backward()
         return tb
-    med, _, tb = timed(run, repeats)
-    return med, tb
+    return run
 
 
 def main(argv=None):
@@ -175,7 +152,7 @@ def main(argv=None):
     parser.add_argument('--sweeps', type=int, default=1, help='sweeps in the input cloud (10 = full nuScenes)')
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--threads', type=int, default=None, help='torch threads (default: torch default)')
-    parser.add_argument('--cfg', default=KD_CFG, help='KD config whose first KD loss is RDD (tests use a tiny one)')
+    parser.add_argument('--cfg', default=KD_CFG, help='KD config with one RDDLoss (tests use a tiny one)')
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -202,8 +179,11 @@ def main(argv=None):
         d = build_network(c.MODEL, num_class=len(c.CLASS_NAMES), dataset=model_geometry(c))
         return d.train()
 
-    d_logit = distiller([dict(LOGIT_BENCH)])
-    d_rdd = distiller([copy.deepcopy(cfg.MODEL.KD_LOSSES[0])])  # the shipped RDD config
+    d_logit = distiller([copy.deepcopy(cfg_from_yaml_file(LOGIT_CFG).MODEL.KD_LOSSES[0])])
+    rdd_entries = [e for e in cfg.MODEL.KD_LOSSES if e.NAME == 'RDDLoss']
+    if len(rdd_entries) != 1:
+        raise SystemExit(f'--cfg must have exactly one RDDLoss in MODEL.KD_LOSSES, found {len(rdd_entries)}')
+    d_rdd = distiller([copy.deepcopy(rdd_entries[0])])  # the shipped RDD config
     student = build_model(cfg.MODEL.STUDENT).train()
     student.load_state_dict(d_logit.student.state_dict())
 
@@ -211,16 +191,20 @@ def main(argv=None):
         ret, tb, _ = student(dict(batch))
         ret['loss'].backward()
         return tb
+    _, t_out, s_out = kd_step(d_rdd, batch)  # the tapped tensors the RDD loss is timed on
     res = interleaved({'student': student_step,
-                       'logit_kd': lambda: kd_step(d_logit, batch, proposals=False),
-                       'rdd': lambda: kd_step(d_rdd, batch, proposals=True)}, args.repeats)
-    _, t_out, s_out = res['rdd'].pop('out')
-    for name in ('student', 'logit_kd'):
+                       'logit_kd': lambda: kd_step(d_logit, batch),
+                       'rdd': lambda: kd_step(d_rdd, batch),
+                       'rdd_loss': rdd_loss_step(_rdd_loss_of(d_rdd), t_out, s_out, batch)}, args.repeats)
+    rtb = res['rdd_loss'].pop('out')
+    for name in ('student', 'logit_kd', 'rdd'):
         res[name].pop('out')
         results[name] = res[name]
-    loss_s, rtb = rdd_loss_time(_rdd_loss_of(d_rdd), t_out, s_out, batch, args.repeats)
-    results['rdd'] = dict(res['rdd'], rdd_loss_s=loss_s, proposals=rtb['rdd_pairs_proposed'],
-                          pairs_kept=rtb['rdd_pairs_kept'])
+    loss_s = res['rdd_loss']['step_s']
+    results['rdd'].update(rdd_loss_s=loss_s, rdd_loss_cpu_s=res['rdd_loss']['step_cpu_s'],
+                          rdd_loss_all_s=res['rdd_loss']['all_step_s'],
+                          pairs_per_sample=rtb['rdd_pairs'], teacher_pairs=rtb['rdd_pairs_teacher'],
+                          student_pairs=rtb['rdd_pairs_student'], kept_fraction=rtb['rdd_kept_fraction'])
     results['meta']['bev'] = list(t_out['spatial_features_2d'].shape[-2:])
     r_time, l_time = results['rdd']['step_s'], results['logit_kd']['step_s']
     results['ratios'] = {'rdd_loss_over_rdd_step': loss_s / r_time, 'rdd_step_over_logit_step': r_time / l_time,
@@ -229,6 +213,7 @@ def main(argv=None):
                          'rdd_loss_over_best_rdd_step': loss_s / results['rdd']['best_step_s'],
                          'rdd_step_over_logit_step_cpu':
                              results['rdd']['step_cpu_s'] / results['logit_kd']['step_cpu_s'],
+                         'rdd_loss_over_rdd_step_cpu': res['rdd_loss']['step_cpu_s'] / results['rdd']['step_cpu_s'],
                          'targets': {'rdd_loss_over_rdd_step': 0.05, 'rdd_step_over_logit_step': 1.10}}
     text = json.dumps(results, indent=2)
     print(text)

@@ -62,3 +62,23 @@ def tiny_teacher_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp('teacher') / 'teacher.pth'
     write_teacher_ckpt(path)
     return path
+
+
+@pytest.fixture(scope='session')
+def shipped_teacher_ckpts(tmp_path_factory):
+    """``{resolved teacher config path: random-weight checkpoint}`` for the teachers the shipped KD configs use
+    (configs/cp_voxel_01.yaml, cp_voxel_0075.yaml, demo/cp_voxel.yaml), built once per session."""
+    from pathlib import Path
+
+    import torch
+
+    from rdd.config import cfg_from_yaml_file
+    from rdd.models import build_model
+    configs = Path(__file__).resolve().parent.parent / 'configs'
+    out = {}
+    for name in ('cp_voxel_01.yaml', 'cp_voxel_0075.yaml', 'demo/cp_voxel.yaml'):
+        path = tmp_path_factory.mktemp('shipped_teacher') / 'teacher.pth'
+        torch.manual_seed(0)
+        torch.save({'model_state': build_model(cfg_from_yaml_file(configs / name)).state_dict()}, path)
+        out[str((configs / name).resolve())] = path
+    return out

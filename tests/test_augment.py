@@ -40,45 +40,70 @@ def _check_consistent(boxes, points):
     assert np.abs(diff).max() < 1e-5
 
 
+def _move(boxes, points, matrix):
+    au.transform_points(points, matrix)
+    return boxes, points
+
+
 @pytest.mark.parametrize('op', ['flip_x', 'flip_y', 'rot', 'scale', 'translate', 'all'])
 def test_world_transforms_keep_points_boxes_velocity_consistent(op):
     boxes, points = _scene()
     v_before, speed_before = boxes[:, 7:9].copy(), np.hypot(boxes[:, 7], boxes[:, 8])
     if op in ('flip_x', 'all'):
-        boxes, points = au.flip_along_x(boxes, points, enable=True)
+        boxes, points = _move(boxes, points, au.flip_along_x(boxes))
         if op == 'flip_x':
             np.testing.assert_allclose(boxes[:, 8], -v_before[:, 1])
     if op in ('flip_y', 'all'):
-        boxes, points = au.flip_along_y(boxes, points, enable=True)
+        boxes, points = _move(boxes, points, au.flip_along_y(boxes))
         if op == 'flip_y':
             np.testing.assert_allclose(boxes[:, 7], -v_before[:, 0])
     if op in ('rot', 'all'):
-        boxes, points = au.global_rotation(boxes, points, None, angle=np.pi / 2)
+        boxes, points = _move(boxes, points, au.global_rotation(boxes, np.pi / 2))
         if op == 'rot':  # (vx, vy) -> (-vy, vx)
             np.testing.assert_allclose(boxes[:, 7:9], np.stack([-v_before[:, 1], v_before[:, 0]], 1), atol=1e-9)
     if op in ('scale', 'all'):
-        boxes, points = au.global_scaling(boxes, points, None, scale=1.05)
+        boxes, points = _move(boxes, points, au.global_scaling(boxes, 1.05))
         if op == 'scale':
             np.testing.assert_allclose(np.hypot(boxes[:, 7], boxes[:, 8]), 1.05 * speed_before)
     if op in ('translate', 'all'):
         before = boxes[:, 7:9].copy()
-        boxes, points = au.global_translation(boxes, points, [1.0, -2.0, 0.3])
+        boxes, points = _move(boxes, points, au.global_translation(boxes, [1.0, -2.0, 0.3]))
         np.testing.assert_allclose(boxes[:, 7:9], before)
     _check_consistent(boxes, points)
 
 
+def test_transform_points_by_hand():
+    """Rotation by 90 degrees, then scale 2, then shift (1, 2, 3), composed as the augmentor does."""
+    points = np.array([[1.0, 0.0, 0.5, 7.0], [0.0, -2.0, 1.0, 8.0]], dtype=np.float32)
+    boxes = np.zeros((1, 9))
+    m = au.global_rotation(boxes, np.pi / 2)
+    m = au.global_scaling(boxes, 2.0) @ m
+    m = au.global_translation(boxes, [1.0, 2.0, 3.0]) @ m
+    au.transform_points(points, m)
+    # (1, 0, .5) -> rot (0, 1, .5) -> x2 (0, 2, 1) -> +t (1, 4, 4); (0, -2, 1) -> (2, 0, 1) -> (4, 0, 2) -> (5, 2, 5)
+    np.testing.assert_allclose(points, [[1, 4, 4, 7], [5, 2, 5, 8]], atol=1e-6)
+
+
 def test_random_draws_within_ranges():
+    from rdd.datasets.augmentor import DataAugmentor
+    from easydict import EasyDict
+    aug = DataAugmentor(None, EasyDict({'AUG_CONFIG_LIST': [
+        {'NAME': 'random_world_rotation', 'WORLD_ROT_ANGLE': [-0.3925, 0.3925]},
+        {'NAME': 'random_world_scaling', 'WORLD_SCALE_RANGE': [0.95, 1.05]}]}), CLASS_NAMES)
     np.random.seed(0)
-    for _ in range(20):
+    angles, scales = [], []
+    for _ in range(40):
         boxes, points = _scene()
-        yaw0 = boxes[:, 6].copy()
-        boxes, points = au.global_rotation(boxes, points, [-0.3925, 0.3925])
-        d = np.angle(np.exp(1j * (boxes[:, 6] - yaw0)))
+        yaw0, dx0 = boxes[:, 6].copy(), boxes[:, 3].copy()
+        out = aug.forward({'gt_boxes': boxes, 'points': points, 'gt_names': np.array(['car'] * len(boxes))})
+        d = np.angle(np.exp(1j * (out['gt_boxes'][:, 6] - yaw0)))
+        s = out['gt_boxes'][:, 3] / dx0
         assert np.allclose(d, d[0]) and abs(d[0]) <= 0.3925 + 1e-9
-        b2, p2 = au.global_scaling(boxes.copy(), points.copy(), [0.95, 1.05])
-        s = b2[:, 3] / boxes[:, 3]
         assert np.allclose(s, s[0]) and 0.95 <= s[0] <= 1.05
-        _check_consistent(b2, p2)
+        _check_consistent(out['gt_boxes'], out['points'])
+        angles.append(d[0])
+        scales.append(s[0])
+    assert min(angles) < -0.2 and max(angles) > 0.2 and min(scales) < 0.97 and max(scales) > 1.03  # uniform draws
     assert np.all(au.limit_period(np.array([-np.pi - 0.1, np.pi + 0.1, 0.3])) < np.pi)
 
 

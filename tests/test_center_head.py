@@ -297,6 +297,7 @@ def test_cp_voxel_s_checkpoint_head_weights_load_strictly():
         teacher.load_state_dict(state, strict=True)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_head_follows_cuda_device():
     head = make_head().cuda().train()
@@ -314,3 +315,33 @@ def test_head_follows_cuda_device():
     for a, b in zip(dets, dets_gpu):
         assert b['pred_labels'].is_cuda
         torch.testing.assert_close(a['pred_boxes'], b['pred_boxes'].cpu(), atol=1e-5, rtol=1e-5)
+
+
+def test_top100_without_nms_post_processing(monkeypatch):
+    """``NMS_TYPE: none`` (the paper's evaluation): per sample the MAX_OBJ_PER_SAMPLE best-scored boxes over all
+    head groups, in descending score order, and the NMS is never called."""
+    import rdd.ops.rotated_iou as rotated_iou
+
+    def no_nms(*args, **kwargs):
+        raise AssertionError('NMS ran although NMS_TYPE is none')
+    cfg = head_cfg()
+    cfg.POST_PROCESSING.NMS_CONFIG.NMS_TYPE = 'none'
+    cfg.POST_PROCESSING.MAX_OBJ_PER_SAMPLE = 100
+    cfg.POST_PROCESSING.SCORE_THRESH = 0.0
+    head = make_head(cfg).eval()
+    monkeypatch.setattr(rotated_iou, 'class_agnostic_nms', no_nms)
+    torch.manual_seed(4)
+    with torch.no_grad():
+        dets = head({'spatial_features_2d': torch.randn(2, 16, H, W), 'batch_size': 2})['final_box_dicts']
+    hm = torch.cat([d['hm'] for d in head.forward_ret_dict['pred_dicts']], dim=1).sigmoid()  # (2, 10, H, W)
+    for b, d in enumerate(dets):
+        assert d['pred_boxes'].shape == (100, 9)  # 6 groups x 256 cells of candidates: exactly 100 kept
+        assert torch.all(d['pred_scores'][:-1] >= d['pred_scores'][1:])  # ranked by score
+        best = torch.topk(hm[b].flatten(), 100).values  # the sample's 100 best (class, cell) scores
+        assert torch.allclose(d['pred_scores'], best)
+    # MAX_OBJ_PER_SAMPLE caps the sample (the NMS path keeps up to that many per group: 6 x 2 here)
+    few = head.decode(head.forward_ret_dict['pred_dicts'], 2, post_cfg={'MAX_OBJ_PER_SAMPLE': 2})
+    assert all(torch.allclose(d['pred_scores'], torch.topk(hm[b].flatten(), 2).values) for b, d in enumerate(few))
+    cfg.POST_PROCESSING.NMS_CONFIG.NMS_TYPE = None  # YAML null is not 'none'
+    with pytest.raises(ValueError, match="write 'none'"):
+        make_head(cfg)

@@ -41,7 +41,8 @@ STUDENTS = {
 def test_student_configs_override_only_widths(size, grid, teacher_file):
     """cp_voxel_{s,xs,xxs}.yaml are students of the 0.1 m teacher, the _0075 ones of the 0.075 m teacher: the
     teacher's config with only the width keys changed, written as OpenPCDet reads them (no WIDTH on OpenPCDet's
-    own class names)."""
+    own class names), and the paper's protocol: LR 0.001 (1e-4 -> 1e-3 -> 1e-8), and for the 0.1 m students the
+    top-100 no-NMS evaluation."""
     teacher = cfg_from_yaml_file(CONFIGS / teacher_file)
     cfg = cfg_from_yaml_file(CONFIGS / f"cp_voxel_{size}{grid}.yaml")
     backbone_3d, filters, up_filters, shared, bev = STUDENTS[size]
@@ -58,8 +59,15 @@ def test_student_configs_override_only_widths(size, grid, teacher_file):
         for key in keys:
             cfg.MODEL[section].pop(key, None)
             teacher.MODEL[section].pop(key, None)
+    post, teacher_post = cfg.MODEL.DENSE_HEAD.POST_PROCESSING, teacher.MODEL.DENSE_HEAD.POST_PROCESSING
+    if grid == "":  # the paper's evaluation; OpenPCDet's own teacher config keeps its rotated NMS
+        assert (post.NMS_CONFIG.NMS_TYPE, post.MAX_OBJ_PER_SAMPLE) == ("none", 100)
+        assert (teacher_post.NMS_CONFIG.NMS_TYPE, teacher_post.MAX_OBJ_PER_SAMPLE) == ("nms_gpu", 500)
+        post.NMS_CONFIG.NMS_TYPE, post.MAX_OBJ_PER_SAMPLE = "nms_gpu", 500
     assert cfg.MODEL == teacher.MODEL
     assert cfg.DATA_CONFIG == teacher.DATA_CONFIG
+    assert (cfg.OPTIMIZATION.LR, teacher.OPTIMIZATION.LR) == (0.001, 0.003)  # the paper's schedule / OpenPCDet's
+    cfg.OPTIMIZATION.LR = teacher.OPTIMIZATION.LR
     assert cfg.OPTIMIZATION == teacher.OPTIMIZATION
 
 

@@ -165,16 +165,6 @@ def test_bad_inputs_name_the_file(mini, tmp_path):
         ds[1]
 
 
-def test_sample_without_points_in_range(mini):
-    cfg = make_cfg(mini.data_path, augment=False)
-    cfg.POINT_CLOUD_RANGE = [200.0, 200.0, -5.0, 254.0, 254.0, 3.0]  # no point falls here
-    ds, dl, _ = build_dataloader(cfg, CLASS_NAMES, batch_size=2, dist=False, workers=0, training=False)
-    d = ds[0]
-    assert d['points'].shape == (0, 5) and d['voxels'].shape == (0, 10, 5) and d['voxel_coords'].shape == (0, 3)
-    batch = next(iter(dl))
-    assert batch['voxels'].shape[0] == 0 and batch['voxel_coords'].shape == (0, 4)
-
-
 def test_workers_seeded_and_reproducible(mini):
     infos = pickle.load(open(mini.info, 'rb'))
     pickle.dump([infos[1]] * 4, open(mini.data_path / 'v1.0-mini' / 'same.pkl', 'wb'))  # one sample, 4 times
@@ -281,3 +271,23 @@ def test_range_masks_and_feature_encoder():
         PointFeatureEncoder({'encoding_type': 'absolute_coordinates_encoding',
                              'used_feature_list': ['x', 'y', 'z', 'elongation'],
                              'src_feature_list': ['x', 'y', 'z', 'intensity', 'timestamp']})
+
+
+def test_worker_batches_equal_main_process_batches(mini):
+    """Workers hand the large arrays over in shared memory; the batch is the same numpy dict."""
+    cfg = make_cfg(mini.data_path, augment=False)
+    cfg.DATA_PROCESSOR[1].SHUFFLE_ENABLED = {'train': True, 'test': False}
+    cfg.MAX_SWEEPS = 1  # the order of the drawn sweeps depends on each process's RNG
+    batches = {}
+    for workers in (0, 2):
+        _, dl, _ = build_dataloader(cfg, CLASS_NAMES, batch_size=2, dist=False, workers=workers, training=False)
+        batches[workers] = list(dl)
+    assert len(batches[0]) == len(batches[2]) == 3
+    for a, b in zip(batches[0], batches[2]):
+        assert a.keys() == b.keys()
+        for key, val in a.items():
+            if isinstance(val, np.ndarray):
+                assert isinstance(b[key], np.ndarray) and b[key].dtype == val.dtype, key
+                np.testing.assert_array_equal(b[key], val)
+            else:
+                assert b[key] == val, key

@@ -3,7 +3,6 @@ import glob
 from pathlib import Path
 
 import pytest
-import torch
 
 from rdd.config import cfg_from_yaml_file
 from rdd.distill import Distiller, apply_teacher_ckpt
@@ -14,19 +13,10 @@ KD_CONFIGS = sorted(glob.glob(str(ROOT / 'configs' / 'rdd_*.yaml')) + glob.glob(
                     + glob.glob(str(ROOT / 'configs' / 'demo' / 'rdd_*.yaml')))
 
 
-@pytest.fixture(scope='module')
-def teacher_ckpts(tmp_path_factory):
-    out = {}
-    for name in ('cp_voxel_0075.yaml', 'demo/cp_voxel.yaml'):
-        path = tmp_path_factory.mktemp('t') / 'teacher.pth'
-        torch.save({'model_state': build_model(cfg_from_yaml_file(ROOT / 'configs' / name)).state_dict()}, path)
-        out[str((ROOT / 'configs' / name).resolve())] = path
-    return out
-
-
 def test_expected_configs_exist():
     names = {Path(c).name for c in KD_CONFIGS}
-    assert {'rdd_cp_voxel_s.yaml', 'rdd_cp_voxel_xs.yaml', 'rdd_cp_voxel_xxs.yaml', 'kd_logit_cp_voxel_s.yaml',
+    assert {'rdd_cp_voxel_s.yaml', 'rdd_cp_voxel_xs.yaml', 'rdd_cp_voxel_xxs.yaml', 'rdd_cp_voxel_s_0075.yaml',
+            'rdd_cp_voxel_xs_0075.yaml', 'rdd_cp_voxel_xxs_0075.yaml', 'kd_logit_cp_voxel_s.yaml',
             'kd_fitnet_cp_voxel_s.yaml', 'kd_roi_mimic_cp_voxel_s.yaml', 'kd_label_cp_voxel_s.yaml'} <= names
     baselines = {'fg': 'FGLoss', 'gid_f': 'GIDFeatureLoss', 'gid_l': 'GIDLogitLoss', 'lad': 'LADLoss'}
     for name, loss in baselines.items():
@@ -44,10 +34,10 @@ def test_expected_configs_exist():
 
 
 @pytest.mark.parametrize('cfg_file', KD_CONFIGS, ids=lambda p: str(Path(p).relative_to(ROOT / 'configs')))
-def test_kd_config_builds(cfg_file, teacher_ckpts):
+def test_kd_config_builds(cfg_file, shipped_teacher_ckpts):
     cfg = cfg_from_yaml_file(cfg_file)
     assert cfg.MODEL.NAME == 'Distiller' and cfg.MODEL.TEACHER_CKPT
-    apply_teacher_ckpt(cfg, teacher_ckpts[cfg.MODEL.TEACHER._BASE_CONFIG_])
+    apply_teacher_ckpt(cfg, shipped_teacher_ckpts[cfg.MODEL.TEACHER._BASE_CONFIG_])
     d = build_network(cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=model_geometry(cfg))
     assert isinstance(d, Distiller) and len(d.kd_losses) == len(cfg.MODEL.KD_LOSSES)
     plain = build_model(cfg.MODEL.STUDENT)
@@ -58,7 +48,7 @@ def test_kd_config_builds(cfg_file, teacher_ckpts):
 def test_relative_teacher_ckpt_resolves_against_the_config(tmp_path):
     cfg = cfg_from_yaml_file(ROOT / 'configs' / 'rdd_cp_voxel_s.yaml')
     apply_teacher_ckpt(cfg)
-    assert cfg.MODEL.TEACHER_CKPT == str(ROOT / 'checkpoints' / 'cbgs_voxel0075_res3d_centerpoint.pth')
+    assert cfg.MODEL.TEACHER_CKPT == str(ROOT / 'checkpoints' / 'cbgs_voxel01_res3d_centerpoint.pth')
     cfg = cfg_from_yaml_file(ROOT / 'configs' / 'demo' / 'rdd_cp_voxel_s.yaml')
     apply_teacher_ckpt(cfg)
     assert cfg.MODEL.TEACHER_CKPT == str(ROOT / 'output/demo_results/runs/demo/cp_voxel/demo/ckpt/'

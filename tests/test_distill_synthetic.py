@@ -30,10 +30,10 @@ def test_short_rdd_run_lowers_rdd_terms(synth_nusc, tmp_path):
         ret['loss'].backward()
         opt.step()
         assert torch.isfinite(ret['loss'])
-        hist.append([tb['kd/RDDLoss/rdd_feat'], tb['kd/RDDLoss/rdd_reg'], tb['kd/RDDLoss']])
-        assert tb['kd/RDDLoss/rdd_pairs_kept'] > 0
+        hist.append([tb['kd/RDDLoss/rdd_feat'], tb['kd/RDDLoss/rdd_logit'], tb['kd/RDDLoss']])
+        assert tb['kd/RDDLoss/rdd_pairs'] > 0 and tb['kd/RDDLoss/rdd_kept_fraction'] > 0
     hist = np.array(hist)
     first, last = hist[:2].mean(0), hist[-4:].mean(0)
-    assert last[0] < 0.7 * first[0], hist[:, 0]  # feature term
-    assert last[1] < 0.8 * first[1], hist[:, 1]  # regression logit term
+    assert last[0] < 0.85 * first[0], hist[:, 0]  # feature term
+    assert last[1] < 0.85 * first[1], hist[:, 1]  # logit term (heatmaps)
     assert last[2] < first[2], hist[:, 2]        # whole RDD loss

@@ -25,15 +25,16 @@ KEYS = 558  # OpenPCDet's CenterPoint-Voxel state_dict, global_step included (co
 def _distiller_ckpt(path, student_state):
     """A Distiller checkpoint holding ``student_state`` (and an adapter of a KD loss, which export drops)."""
     state = {f'student.{k}': v for k, v in student_state.items()}
-    state['kd_losses.RDDLoss.adapter.0.weight'] = torch.ones(2, 2, 1, 1)
+    state['kd_losses.RDDLoss.psi.conv.weight'] = torch.ones(2, 2, 1, 1)
     torch.save({'model_state': state, 'optimizer_state': None, 'epoch': 20, 'it': 123, 'version': 'rdd+test'}, path)
     return path
 
 
 def _kd_config(tmp_path, student_file):
-    """The shipped RDD config with another student (as configs/rdd_cp_voxel_xs.yaml does)."""
+    """The shipped RDD config of the student's grid with another student (as configs/rdd_cp_voxel_xs.yaml does)."""
     path = tmp_path / 'kd.yaml'
-    path.write_text(f'_BASE_CONFIG_: {CONFIGS / "rdd_cp_voxel_s.yaml"}\n'
+    base = 'rdd_cp_voxel_s_0075.yaml' if str(student_file).endswith('_0075.yaml') else 'rdd_cp_voxel_s.yaml'
+    path.write_text(f'_BASE_CONFIG_: {CONFIGS / base}\n'
                     f'MODEL:\n    STUDENT: {{_BASE_CONFIG_: {CONFIGS / student_file}}}\n')
     return path
 
@@ -91,10 +92,10 @@ def _without_bases(node):
                     reason=f'reference checkpoint absent: {COMPAT}')
 def test_openpcdets_own_s_checkpoint_round_trips_through_export(tmp_path):
     """OpenPCDet's own random CP-Voxel-S checkpoint (0.075 m grid), wrapped as a Distiller checkpoint of
-    configs/rdd_cp_voxel_s.yaml, exports to a pair that OpenPCDet loads 558/558 with the same tensors."""
+    configs/rdd_cp_voxel_s_0075.yaml, exports to a pair that OpenPCDet loads 558/558 with the same tensors."""
     ref = torch.load(COMPAT / 'openpcdet_cp_voxel_s_0075.random.pth', map_location='cpu', weights_only=True)
     ckpt = _distiller_ckpt(tmp_path / 'kd.pth', ref['model_state'])
-    out = export_student(CONFIGS / 'rdd_cp_voxel_s.yaml', ckpt, tmp_path / 'cp_voxel_s_0075_rdd.pth')
+    out = export_student(CONFIGS / 'rdd_cp_voxel_s_0075.yaml', ckpt, tmp_path / 'cp_voxel_s_0075_rdd.pth')
     cfg, model, _, (loaded, total, _) = _load_in_pcdet(out.config, out.checkpoint)
     assert (loaded, total) == (KEYS, KEYS) and not out.needs_plugin
     assert cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE == [0.075, 0.075, 0.2]

@@ -259,3 +259,38 @@ def test_dense_is_warning_free_and_correct():
         dense_last = x.dense(channels_first=False)
     assert torch.equal(dense, _to_dense(feats, coords, GRID))
     assert torch.equal(dense_last, dense.permute(0, 2, 3, 4, 1))
+
+
+def test_rows_of_one_kernel_offset_are_unique():
+    """Why a per-offset scatter has no write conflict: within one kernel offset every output site has at most one
+    input site and vice versa, for SubM, strided and (through the same pairs) inverse convs."""
+    feats, coords = _random_input(num_per_sample=3000, seed=4)
+    x = spconv.SparseConvTensor(feats, coords, list(GRID), BATCH)
+    net = spconv.SparseSequential(spconv.SubMConv3d(CIN, CIN, 3, padding=1, indice_key='u_s'),
+                                  spconv.SparseConv3d(CIN, CIN, 3, stride=2, padding=1, indice_key='u_d'))
+    with torch.no_grad():
+        out = net(x)
+    assert set(out.indice_dict) == {'u_s', 'u_d'}
+    for key, ind in out.indice_dict.items():
+        pairs, num = ind.indice_pairs, ind.indice_pair_num
+        assert int(num.sum()) > 0
+        for k in range(pairs.shape[1]):
+            for side in (0, 1):
+                rows = pairs[side, k, :int(num[k])]
+                assert len(torch.unique(rows)) == len(rows), (key, k, side)
+
+
+def test_matches_dense_at_two_threads():
+    """spconv's CPU kernels use torch's OpenMP runtime: at 2 threads its own scatter races; ours must not."""
+    from rdd.ops import spconv_compat
+    assert spconv_compat._OMP_RUNTIMES  # the race-free single-thread scatter is the one in use here
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for _ in range(2):
+            test_subm_conv_matches_dense((True, True))
+            test_sparse_conv_matches_dense((True, False), 3, 2, 1, GRID)
+            test_inverse_conv_matches_dense((True, True))
+        assert torch.get_num_threads() == 2  # the scatter restores the thread count it changes
+    finally:
+        torch.set_num_threads(threads)

@@ -97,3 +97,31 @@ MODEL:
     assert {k: v.shape for k, v in ref.state_dict().items()} == \
         {k[len('student.'):]: v.shape for k, v in d.state_dict().items() if k.startswith('student.')}
     assert torch.equal(next(iter(d.teacher.state_dict().values())), torch.load(ckpt)['model_state']['global_step'])
+
+
+@pytest.mark.parametrize('name', ['rdd_cp_voxel_s.yaml', 'rdd_cp_voxel_xs.yaml', 'rdd_cp_voxel_xxs.yaml',
+                                  'rdd_cp_voxel_s_0075.yaml', 'kd_logit_rdd_cp_voxel_s.yaml'])
+def test_shipped_kd_configs_build_through_the_plugin(name, shipped_teacher_ckpts, monkeypatch):
+    """The paper-protocol and stronger-teacher KD configs as OpenPCDet loads them (working directory = the configs'
+    folder, bases one level deep) build a Distiller through the registries ``import rdd.plugin`` fills, with the
+    student rdd builds from the same file and RDD at its paper defaults."""
+    from pathlib import Path
+
+    from pcdet_sim import pcdet_registries
+    from rdd.config import cfg_from_yaml_file
+    from rdd.config_schema import parse_section
+    from rdd.distill.rdd import RDDConfig, RDDLoss
+    from rdd.models import build_model, model_geometry
+    configs = Path(__file__).resolve().parent.parent / 'configs'
+    ours = cfg_from_yaml_file(configs / name)
+    monkeypatch.chdir(configs)
+    cfg = pcdet_cfg_from_yaml_file(name)
+    cfg.MODEL.TEACHER_CKPT = str(shipped_teacher_ckpts[ours.MODEL.TEACHER._BASE_CONFIG_])
+    distiller_cls = pcdet_registries(with_plugin=True)['detectors']['Distiller']
+    d = distiller_cls(model_cfg=cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=model_geometry(ours))
+    assert [(k, v.shape) for k, v in build_model(ours.MODEL.STUDENT).state_dict().items()] == \
+        [(k[len('student.'):], v.shape) for k, v in d.state_dict().items() if k.startswith('student.')]
+    rdd = [m for m in d.kd_losses.values() if isinstance(m, RDDLoss)]
+    assert len(rdd) == 1 and rdd[0].cfg == RDDConfig() == parse_section(RDDConfig, {}, 'RDDLoss')
+    from rdd.distill.context import ModelFacts
+    assert ModelFacts.from_model(d.teacher).grid.same_as(ModelFacts.from_model(d.student).grid)

@@ -39,8 +39,9 @@ def join_key(where: str, key: str) -> str:
 
 
 def config_key(f) -> str:
-    """The config key of dataclass field ``f``: ``metadata['key']`` or the name in upper case."""
-    return f.metadata.get('key', f.name.upper())
+    """The config key of dataclass field ``f``: ``metadata['key']``, else the name in upper case without a
+    trailing ``_`` (a field ``lambda_``, the PEP 8 spelling of a keyword, is the key ``LAMBDA``)."""
+    return f.metadata.get('key', f.name.rstrip('_').upper())
 
 
 def _label(where):

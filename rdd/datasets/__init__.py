@@ -18,6 +18,7 @@ from functools import partial
 
 from . import nuscenes_dataset  # noqa: F401  (registers NuScenesDataset)
 from .registry import DATASETS
+from .shared_memory import collate_for_workers, shared_memory_dataloader_class
 
 __all__ = ['DATASETS', 'build_dataloader', 'worker_init_fn']
 
@@ -43,6 +44,9 @@ def build_dataloader(dataset_cfg, class_names, batch_size, dist, root_path=None,
                      logger=None, training=True, merge_all_iters_to_one_epoch=False, total_epochs=0):
     """Build ``(dataset, dataloader, sampler)`` as OpenPCDet does.
 
+    With workers, the batch's large numpy arrays (points, voxels) come back through shared memory rather than a
+    pipe (see :mod:`rdd.datasets.shared_memory`); the batches are the same numpy dicts either way.
+
     Args:
         dataset_cfg: DATA_CONFIG (``DATASET`` names the class).
         class_names: list of class names.
@@ -55,7 +59,7 @@ def build_dataloader(dataset_cfg, class_names, batch_size, dist, root_path=None,
         merge_all_iters_to_one_epoch, total_epochs: OpenPCDet's single-long-epoch mode.
     """
     import torch
-    from torch.utils.data import DataLoader, DistributedSampler
+    from torch.utils.data import DistributedSampler
 
     dataset = DATASETS.get(dataset_cfg.DATASET)(dataset_cfg=dataset_cfg, class_names=class_names,
                                                 root_path=root_path, training=training, logger=logger)
@@ -63,9 +67,10 @@ def build_dataloader(dataset_cfg, class_names, batch_size, dist, root_path=None,
         dataset.merge_all_iters_to_one_epoch(merge=True, epochs=total_epochs)
     sampler = DistributedSampler(dataset, shuffle=training) if dist else None
     generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-    dataloader = DataLoader(dataset, batch_size=batch_size, pin_memory=torch.cuda.is_available(),
-                            num_workers=workers, shuffle=(sampler is None) and training,
-                            collate_fn=dataset.collate_batch, drop_last=False, sampler=sampler, timeout=0,
-                            worker_init_fn=partial(worker_init_fn, seed=seed) if workers > 0 else None,
-                            generator=generator)
+    collate = partial(collate_for_workers, dataset.collate_batch) if workers > 0 else dataset.collate_batch
+    dataloader = shared_memory_dataloader_class()(dataset, batch_size=batch_size, pin_memory=torch.cuda.is_available(),
+                                     num_workers=workers, shuffle=(sampler is None) and training,
+                                     collate_fn=collate, drop_last=False, sampler=sampler, timeout=0,
+                                     worker_init_fn=partial(worker_init_fn, seed=seed) if workers > 0 else None,
+                                     generator=generator)
     return dataset, dataloader, sampler

@@ -17,11 +17,33 @@ from .pickle_utils import LoggerFreePickleMixin
 from .processor import DataProcessor, PointFeatureEncoder
 
 
+def _concat_rows(arrays, alloc, batch_column=False):
+    """Concatenate ``arrays`` (N_i, ...) along rows into one ``alloc``-ed array; with ``batch_column`` a first
+    column holds the index i of the array each row came from (in the arrays' dtype), as OpenPCDet's ``np.pad``."""
+    first = np.asarray(arrays[0])
+    width = (first.shape[1] + 1,) if batch_column else first.shape[1:]
+    out = alloc((sum(len(a) for a in arrays), *width), np.result_type(*arrays))
+    row = 0
+    for i, a in enumerate(arrays):
+        if batch_column:
+            out[row:row + len(a), 0] = i
+            out[row:row + len(a), 1:] = a
+        else:
+            out[row:row + len(a)] = a
+        row += len(a)
+    return out
+
+
+class EmptySampleError(ValueError):
+    """A frame or a whole split holds nothing to train or evaluate on (the message names it)."""
+
+
 class DatasetTemplate(LoggerFreePickleMixin, torch_data.Dataset):
     """Args: dataset_cfg (EasyDict, OpenPCDet DATA_CONFIG), class_names (list[str]), training (bool),
     root_path (Path), logger (logging.Logger or None)."""
 
     LOGGER_NAME = 'rdd.datasets'
+    MAX_RESAMPLE = 100
 
     def __init__(self, dataset_cfg=None, class_names=None, training=True, root_path=None, logger=None):
         super().__init__()
@@ -32,6 +54,8 @@ class DatasetTemplate(LoggerFreePickleMixin, torch_data.Dataset):
         self.root_path = Path(root_path) if root_path is not None else Path(dataset_cfg.DATA_PATH)
         self.total_epochs = 0
         self._merge_all_iters_to_one_epoch = False
+        self.source_files = []  # the files the samples come from (info files), for error messages
+        self._resample_depth = 0
         if dataset_cfg is None or class_names is None:
             return
         self.point_cloud_range = np.array(dataset_cfg.POINT_CLOUD_RANGE, dtype=np.float32)
@@ -89,18 +113,39 @@ class DatasetTemplate(LoggerFreePickleMixin, torch_data.Dataset):
         data_dict = self.point_feature_encoder.forward(data_dict)
         data_dict = self.data_processor.forward(data_dict)
 
+        if len(data_dict['points']) == 0 or len(data_dict.get('voxels', (None,))) == 0:
+            frame = f"frame {data_dict.get('frame_id')} ({data_dict.get('metadata')})"
+            msg = (f'{frame} has no point inside POINT_CLOUD_RANGE {self.point_cloud_range.tolist()} '
+                   f'(an empty or misplaced point cloud)')
+            if not self.training:
+                raise EmptySampleError(f'{msg}; remove it from {self.source_files or "the info file"}')
+            self.logger.warning('%s: skipped, replaced by a random other sample', msg)
+            return self._replacement(f'no point inside POINT_CLOUD_RANGE (last: {frame})')
         if self.training and len(data_dict['gt_boxes']) == 0:
-            return self.__getitem__(np.random.randint(self.__len__()))
+            return self._replacement('no box of CLASS_NAMES left after augmentation and range filtering')
         data_dict.pop('gt_names', None)
         return data_dict
 
+    def _replacement(self, reason):
+        """A random other sample (OpenPCDet's replacement); EmptySampleError after MAX_RESAMPLE in a row."""
+        if self._resample_depth >= self.MAX_RESAMPLE:
+            raise EmptySampleError(f'{self.mode} split {self.source_files or type(self).__name__}: '
+                                   f'{self.MAX_RESAMPLE} random samples in a row had {reason}; check CLASS_NAMES, '
+                                   f'POINT_CLOUD_RANGE, FILTER_MIN_POINTS_IN_GT and the point files')
+        self._resample_depth += 1
+        try:
+            return self.__getitem__(np.random.randint(self.__len__()))
+        finally:
+            self._resample_depth -= 1
+
     @staticmethod
-    def collate_batch(batch_list, _unused=False):
+    def collate_batch(batch_list, _unused=False, alloc=np.empty):
         """Stack per-sample dicts into OpenPCDet's batch_dict (numpy; the engine moves it to tensors).
 
         ``voxels``/``voxel_num_points`` are concatenated, ``points``/``voxel_coords`` get the batch index as a
         new first column, ``gt_boxes`` are zero-padded to ``(B, M_max, 7 + C + 1)`` (``M_max >= 1``),
-        ``frame_id`` is stacked to an array of str, ``metadata`` stays a list of dicts.
+        ``frame_id`` is stacked to an array of str, ``metadata`` stays a list of dicts. The four large arrays are
+        written once into arrays from ``alloc(shape, dtype)`` (DataLoader workers pass shared memory).
         """
         data = defaultdict(list)
         for sample in batch_list:
@@ -111,11 +156,9 @@ class DatasetTemplate(LoggerFreePickleMixin, torch_data.Dataset):
         for key, val in data.items():
             try:
                 if key in ('voxels', 'voxel_num_points'):
-                    ret[key] = np.concatenate(val, axis=0)
+                    ret[key] = _concat_rows(val, alloc)
                 elif key in ('points', 'voxel_coords'):
-                    ret[key] = np.concatenate(
-                        [np.pad(v, ((0, 0), (1, 0)), mode='constant', constant_values=i) for i, v in enumerate(val)],
-                        axis=0)
+                    ret[key] = _concat_rows(val, alloc, batch_column=True)
                 elif key == 'gt_boxes':
                     max_gt = max(max(len(v) for v in val), 1)
                     out = np.zeros((batch_size, max_gt, val[0].shape[-1]), dtype=np.float32)

@@ -4,7 +4,12 @@ Reading follows OpenPCDet: the key frame's ``.pcd.bin`` (x, y, z, intensity, rin
 with time lag 0; ``MAX_SWEEPS - 1`` sweeps are drawn from ``info['sweeps']`` with ``np.random.choice(...,
 replace=False)`` (all of them, in random order, for OpenPCDet's 10-sweep infos), each with the points within
 1 m of the sensor in x and y removed, moved into the key-frame LiDAR frame with its ``transform_matrix``
-(``None`` = already there) and given its ``time_lag`` (s) as the 5th channel.
+(``None`` = already there) and given its ``time_lag`` (s) as the 5th channel (:mod:`rdd.datasets.lidar_points`,
+which also drops non-finite points with a warning naming the file).
+
+Bad data names itself: a training split in which no sample has a box of ``CLASS_NAMES`` (with at least
+``FILTER_MIN_POINTS_IN_GT`` points) is an error naming the info files; for empty frames see
+:class:`~rdd.datasets.dataset_template.DatasetTemplate`.
 
 Paths: ``DATA_PATH`` (relative paths resolve against the repository root, never the CWD; ``root_path``
 overrides it) ``/ VERSION`` is the version root that ``INFO_PATH``, info ``lidar_path``s and gt_sampling paths are
@@ -13,15 +18,14 @@ names]}``) used by the evaluation; by default the devkit's official splits for a
 ``<version root>/<VERSION>/splits.json`` for a custom one (:mod:`rdd.datasets.nuscenes_splits`, the rule info
 creation follows too). The version root is the devkit's ``dataroot`` (OpenPCDet's).
 """
-import copy
-import os
 from pathlib import Path
 
 import numpy as np
 
 from rdd.config import ROOT_DIR, resolve_path
 
-from .dataset_template import DatasetTemplate
+from .dataset_template import DatasetTemplate, EmptySampleError
+from .lidar_points import load_lidar_with_sweeps
 from .nuscenes_eval import check_evaluation_inputs, evaluate_det_annos
 from .nuscenes_splits import split_file_for
 from .pickle_utils import load_pickle
@@ -36,18 +40,6 @@ def resolve_data_path(data_path, root_path=None):
     if root_path is not None:
         return Path(root_path).expanduser()
     return resolve_path(data_path, [ROOT_DIR])
-
-
-def read_points_bin(path, num_features=5):
-    """Read a float32 ``.bin`` LiDAR file as ``(N, num_features)``; clear errors for missing/truncated files."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'LiDAR file not found: {path}')
-    size = path.stat().st_size
-    if size % (4 * num_features):
-        raise ValueError(f'LiDAR file {path} has {size} bytes, not a multiple of {4 * num_features} '
-                         f'({num_features} float32 per point): truncated or not a nuScenes .pcd.bin')
-    return np.fromfile(str(path), dtype=np.float32).reshape(-1, num_features)
 
 
 def check_infos_class_names(infos, class_names, path):
@@ -76,6 +68,8 @@ class NuScenesDataset(DatasetTemplate):
         self.data_root = data_root
         self.infos = []
         self.include_nuscenes_data(self.mode)
+        if self.training:
+            self.check_trainable()
         if self.training and dataset_cfg.get('BALANCED_RESAMPLING', False):
             self.infos = self.balanced_infos_resampling(self.infos)
 
@@ -94,7 +88,28 @@ class NuScenesDataset(DatasetTemplate):
                     raise ValueError(f'nuScenes info file {path}: entries lack the key {key!r}')
             check_infos_class_names(infos, self.class_names, path)
             self.infos.extend(infos)
+            self.source_files.append(str(path))
             self.logger.info('Loaded %d nuScenes samples from %s', len(infos), path)
+
+    def gt_mask(self, info):
+        """Boxes of ``info`` kept for this dataset: all, or those with at least ``FILTER_MIN_POINTS_IN_GT`` LiDAR
+        points (bool array, or ``slice(None)``)."""
+        min_pts = self.dataset_cfg.get('FILTER_MIN_POINTS_IN_GT', False)
+        return np.asarray(info['num_lidar_pts']) > min_pts - 1 if min_pts else slice(None)
+
+    def check_trainable(self):
+        """Raise EmptySampleError naming the info files when no sample has a box of CLASS_NAMES to train on."""
+        wanted = set(self.class_names)
+        for info in self.infos:
+            names = np.asarray(info.get('gt_names', []))
+            if len(names) and wanted.intersection(names[self.gt_mask(info)].tolist()):
+                return
+        min_pts = self.dataset_cfg.get('FILTER_MIN_POINTS_IN_GT', False)
+        raise EmptySampleError(
+            f'training split {self.source_files or "(no INFO_PATH files)"}: none of its {len(self.infos)} samples '
+            f'has a box of CLASS_NAMES {self.class_names}' + (f' with at least FILTER_MIN_POINTS_IN_GT={min_pts} '
+                                                              f'LiDAR points' if min_pts else '')
+            + ' -- wrong info file, class list or FILTER_MIN_POINTS_IN_GT?')
 
     def balanced_infos_resampling(self, infos):
         """Class-balanced grouping and sampling (CBGS, arXiv 1908.09492), OpenPCDet's version.
@@ -129,28 +144,12 @@ class NuScenesDataset(DatasetTemplate):
         return sampled
 
     # ------------------------------------------------------------------ points
-    def get_sweep(self, sweep_info):
-        """One sweep: points ``(K, 4)`` in the key-frame LiDAR frame (ego points removed) and times ``(K, 1)``."""
-        pts = read_points_bin(self.root_path / sweep_info['lidar_path'])[:, :4]
-        pts = pts[~((np.abs(pts[:, 0]) < 1.0) & (np.abs(pts[:, 1]) < 1.0))]
-        tm = sweep_info.get('transform_matrix')
-        if tm is not None:
-            xyz1 = np.concatenate([pts[:, :3].T, np.ones((1, len(pts)))], axis=0)
-            pts[:, :3] = (np.asarray(tm) @ xyz1)[:3].T
-        return pts, np.full((len(pts), 1), sweep_info['time_lag'])
-
     def get_lidar_with_sweeps(self, index, max_sweeps=1):
         """Key frame + ``max_sweeps - 1`` sweeps -> ``(N, 5)`` float32 ``x, y, z, intensity, time_lag``."""
         info = self.infos[index]
-        pts = read_points_bin(self.root_path / info['lidar_path'])[:, :4]
-        points, times = [pts], [np.zeros((len(pts), 1))]
         n = min(max_sweeps - 1, len(info['sweeps']))
-        for k in np.random.choice(len(info['sweeps']), n, replace=False):
-            p, t = self.get_sweep(info['sweeps'][k])
-            points.append(p)
-            times.append(t)
-        points = np.concatenate(points, axis=0)
-        return np.concatenate([points, np.concatenate(times, axis=0).astype(points.dtype)], axis=1)
+        sweeps = [info['sweeps'][k] for k in np.random.choice(len(info['sweeps']), n, replace=False)]
+        return load_lidar_with_sweeps(self.root_path / info['lidar_path'], sweeps, self.root_path, self.logger)
 
     # ------------------------------------------------------------------ samples
     def __len__(self):
@@ -161,15 +160,14 @@ class NuScenesDataset(DatasetTemplate):
     def __getitem__(self, index):
         if self._merge_all_iters_to_one_epoch:
             index = index % len(self.infos)
-        info = copy.deepcopy(self.infos[index])
+        info = self.infos[index]  # read only: every array taken from it below is a copy
         points = self.get_lidar_with_sweeps(index, max_sweeps=self.dataset_cfg.MAX_SWEEPS)
         input_dict = {'points': points, 'frame_id': Path(info['lidar_path']).stem,
                       'metadata': {'token': info['token']}}
         if 'gt_boxes' in info:
-            min_pts = self.dataset_cfg.get('FILTER_MIN_POINTS_IN_GT', False)
-            mask = info['num_lidar_pts'] > min_pts - 1 if min_pts else slice(None)
-            input_dict['gt_names'] = np.asarray(info['gt_names'])[mask]
-            input_dict['gt_boxes'] = np.asarray(info['gt_boxes'], dtype=np.float64)[mask]
+            mask = self.gt_mask(info)
+            input_dict['gt_names'] = np.array(info['gt_names'])[mask]
+            input_dict['gt_boxes'] = np.array(info['gt_boxes'], dtype=np.float64)[mask]
         data_dict = self.prepare_data(input_dict)
         if 'gt_boxes' in data_dict:
             if self.dataset_cfg.get('SET_NAN_VELOCITY_TO_ZEROS', False):

@@ -134,3 +134,26 @@ class EvalHook(HookBase):
         epochs = trainer.opts.total_epochs
         if self.final and trainer.finished and epochs not in self.results:
             self._run(trainer, epochs)
+
+
+class KDHistogramHook(HookBase):
+    """Rank 0 only: TensorBoard histograms of the KD losses, ``train/kd/<key>/<name>`` at iteration ``it + 1``.
+
+    Contract (small on purpose): a KD loss that has histograms exposes ``histograms`` (``{name: 1-D tensor}``, the
+    values of its last training forward, e.g. RDDLoss's ``rdd_disparity``) and ``hist_interval`` (iterations
+    between histograms, 0 = never); written when ``(it + 1) % hist_interval == 0``.
+    """
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    def after_step(self, trainer, record):
+        losses = getattr(trainer.core_model, 'kd_losses', None)
+        if self.writer is None or trainer.rank != 0 or not losses:
+            return
+        step = int(record['it']) + 1
+        for key, loss in losses.items():
+            every = int(getattr(loss, 'hist_interval', 0) or 0)
+            if every > 0 and step % every == 0:
+                for name, values in getattr(loss, 'histograms', {}).items():
+                    self.writer.add_histogram(f'train/kd/{key}/{name}', values, step)

@@ -67,6 +67,17 @@ class ScalarWriter:
             for key, val in scalars.items():
                 self.tb.add_scalar(prefix + key, float(val), step)
 
+    def add_histogram(self, tag, values, step):
+        """Write a TensorBoard histogram of ``values`` (a tensor or array; empty: nothing written)."""
+        if not self.enabled or len(values) == 0:
+            return
+        self._open()
+        if self.tb is None:
+            return
+        if hasattr(values, 'detach'):
+            values = values.detach().float().cpu().numpy()
+        self.tb.add_histogram(tag, values, step)
+
     def add_record(self, record):
         """Append one JSON object (numbers made plain floats; NaN/inf written as strings)."""
         if not self.enabled:

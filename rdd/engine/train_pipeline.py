@@ -10,7 +10,7 @@ from rdd.config import ROOT_DIR
 from rdd.datasets import build_dataloader
 from rdd.engine import checkpoint_io, cli, dist
 from rdd.engine.evaluator import Evaluator
-from rdd.engine.hooks import CheckpointHook, EvalHook, LoggingHook
+from rdd.engine.hooks import CheckpointHook, EvalHook, KDHistogramHook, LoggingHook
 from rdd.engine.logging_utils import ScalarWriter, add_file_handler, create_logger
 from rdd.engine.optimization import build_optimizer, build_scheduler
 from rdd.engine.rng import set_random_seed
@@ -132,10 +132,10 @@ def eval_hook(cfg, args, batch_per_process, dist_info, run_dir, writer, logger):
 
 
 def train_hooks(cfg, args, objs, dist_info, run_dir, logger, user_hooks=()):
-    """``(hooks, writer)``: logging, the user's hooks, checkpoints, evaluation -- in that order (a step is
+    """``(hooks, writer)``: logging (scalars, KD histograms), the user's hooks, checkpoints, evaluation -- in that order (a step is
     logged before a user hook sees it and before it is checkpointed)."""
     writer = ScalarWriter(run_dir.tb_dir, run_dir.output_dir / 'scalars.jsonl', enabled=dist_info.is_main)
-    hooks = [LoggingHook(writer, log_interval=args.logger_iter_interval), *user_hooks,
+    hooks = [LoggingHook(writer, log_interval=args.logger_iter_interval), KDHistogramHook(writer), *user_hooks,
              CheckpointHook(run_dir.ckpt_dir, save_interval=args.ckpt_save_interval,
                             max_keep=args.max_ckpt_save_num, time_interval=args.ckpt_save_time_interval)]
     evaluation = eval_hook(cfg, args, objs.batch_per_process, dist_info, run_dir, writer, logger)

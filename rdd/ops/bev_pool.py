@@ -11,10 +11,12 @@ A box's ``G x G`` sampling points are the cell centres of a ``G x G`` grid laid 
 row ``i`` runs along the box's local y (width ``dy``), column ``j`` along its local x (length ``dx``, the heading).
 A yaw-0 box therefore pools a patch laid out like the map itself.
 """
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ['roi_grid_points', 'xy_to_grid_coords', 'roi_grid_pool', 'resample_to_grid']
+__all__ = ['roi_grid_points', 'xy_to_grid_coords', 'RoITaps', 'roi_grid_taps', 'roi_grid_pool', 'resample_to_grid']
 
 
 
@@ -91,6 +93,64 @@ class _GatherCells(torch.autograd.Function):
         return grad.view(ctx.map_shape), None
 
 
+@dataclass(frozen=True)
+class RoITaps:
+    """Where the ``G x G`` points of a set of boxes read a ``(B, C, H, W)`` map (made by :func:`roi_grid_taps`).
+
+    Attributes:
+        cells: (U,) int64 sorted distinct flat cell indices ``b*H*W + row*W + col`` the points touch.
+        tap_rows: (P*G*G, 4) int64 row of ``cells`` of each point's four bilinear taps.
+        weights: (P*G*G, 4) float64 bilinear weights (0 for taps outside the map).
+        num_boxes: P; points_per_box: G*G.
+    """
+    cells: torch.Tensor
+    tap_rows: torch.Tensor
+    weights: torch.Tensor
+    num_boxes: int
+    points_per_box: int
+
+    def gather(self, feature_map):
+        """``(B, C, H, W)`` map -> ``(U, C)`` channel vectors of :attr:`cells` (gradient: a sparse write)."""
+        return _GatherCells.apply(feature_map, self.cells)
+
+    def interpolate(self, rows):
+        """``(U, C)`` cell values (e.g. :meth:`gather`'s, possibly transformed cell by cell) -> ``(P, G*G, C)``
+        bilinear values at the points."""
+        num, g2 = self.num_boxes, self.points_per_box
+        if num == 0:
+            return rows.new_zeros((0, g2, rows.shape[-1]))
+        pooled = F.embedding_bag(self.tap_rows, rows, mode='sum',
+                                 per_sample_weights=self.weights.to(rows.dtype))
+        return pooled.view(num, g2, rows.shape[-1])
+
+
+def roi_grid_taps(boxes, batch_idx, grid, map_shape, grid_size):
+    """The bilinear taps of the ``G x G`` points of rotated boxes on a map whose shape ends in ``(H, W)``
+    (``map_shape``, e.g. ``(B, C, H, W)``) placed by ``grid``: a :class:`RoITaps`.
+
+    Separating the taps from the values lets a caller read several maps of the same grid with one set of taps, or
+    transform the touched cells before interpolating: a per-cell function ``f`` gives exactly
+    ``roi_grid_pool(f(map))`` at the points. (A point outside the map taps cell 0 of sample 0 with weight 0.)
+
+    Args: as :func:`roi_grid_pool`.
+    """
+    height, width = int(map_shape[-2]), int(map_shape[-1])
+    g2 = int(grid_size) ** 2
+    num = boxes.shape[0]
+    if num == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=boxes.device)
+        return RoITaps(empty, empty.view(0, 4), torch.zeros((0, 4), dtype=torch.float64, device=boxes.device),
+                       0, g2)
+    # pixel coordinates of the sampling points (float64: exact taps whatever the map's dtype)
+    xy = roi_grid_points(boxes.detach().double(), grid_size)  # (P, G2, 2)
+    u, v = grid.metric_to_cell(xy[..., 0], xy[..., 1])
+    px, py = u - 0.5, v - 0.5  # 0 at the centre of column / row 0
+    index, weights = _bilinear_taps(px, py, height, width)  # (P, G2, 4)
+    index = index + (batch_idx.long().to(index.device) * (height * width))[:, None, None]
+    cells, tap_rows = torch.unique(index, return_inverse=True)  # sorted distinct cells; taps -> their row
+    return RoITaps(cells, tap_rows.view(num * g2, 4), weights.view(num * g2, 4), num, g2)
+
+
 def roi_grid_pool(feature_map, boxes, batch_idx, grid, grid_size):
     """Bilinearly pool ``G x G`` cells of each rotated box from a batched BEV map.
 
@@ -111,22 +171,10 @@ def roi_grid_pool(feature_map, boxes, batch_idx, grid, grid_size):
         (P, G*G, C) pooled values, cells first and channels last (zero where a point falls outside the map,
         partial near the border).
     """
-    bsz, channels, height, width = feature_map.shape
-    g2 = int(grid_size) ** 2
-    num = boxes.shape[0]
-    if num == 0:
-        return feature_map.new_zeros((0, g2, channels))
-    # pixel coordinates of the sampling points (float64: exact taps whatever the map's dtype)
-    xy = roi_grid_points(boxes.detach().double(), grid_size)  # (P, G2, 2)
-    u, v = grid.metric_to_cell(xy[..., 0], xy[..., 1])
-    px, py = u - 0.5, v - 0.5  # 0 at the centre of column / row 0
-    index, weights = _bilinear_taps(px, py, height, width)  # (P, G2, 4)
-    index = index + (batch_idx.long().to(index.device) * (height * width))[:, None, None]
-    cells, tap_rows = torch.unique(index, return_inverse=True)  # sorted distinct cells; taps -> their row
-    rows = _GatherCells.apply(feature_map, cells)  # (U, C)
-    pooled = F.embedding_bag(tap_rows.view(num * g2, 4), rows, mode='sum',
-                             per_sample_weights=weights.view(num * g2, 4).to(feature_map.dtype))
-    return pooled.view(num, g2, channels)
+    if boxes.shape[0] == 0:
+        return feature_map.new_zeros((0, int(grid_size) ** 2, feature_map.shape[1]))
+    taps = roi_grid_taps(boxes, batch_idx, grid, feature_map.shape, grid_size)
+    return taps.interpolate(taps.gather(feature_map))
 
 
 def resample_to_grid(feature_map, src_grid, dst_grid):

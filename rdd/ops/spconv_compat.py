@@ -9,10 +9,17 @@ wheel with cumm 0.7.11); a warning is raised for other versions, where the patch
 2. Eval-mode bias: in inference mode spconv passes the bias to the fused kernel, and the CPU native path
    rejects it (``cpu don't support act and bias``). For CPU tensors we take spconv's own training-mode
    route instead: conv without bias, then add the bias (the same arithmetic).
-3. ``SpconvOps.scatter_add_cpu`` races: its OpenMP lambda shares two row pointers between threads, so with
-   more than one thread a few output rows get wrong values. Every CPU sparse conv (forward and input
-   gradient) goes through it. It is replaced by torch ``index_add_`` on zero-copy views of the same memory,
-   which is correct and bitwise repeatable at any thread count.
+3. ``SpconvOps.scatter_add_cpu`` races: its OpenMP lambda captures the two row pointers ``buf`` / ``out_ptr``
+   by reference, so the threads overwrite each other's pointers and a few output rows get wrong values. The
+   rows themselves never conflict: spconv calls it once per kernel offset, and within one offset every output
+   site has at most one input site (and vice versa), so the destination rows are unique (checked by
+   ``tests/test_ops_spconv.py`` on real indice pairs). So the same kernel is run on one OpenMP thread:
+   race-free, bitwise repeatable, no sort and no extra pass. spconv's OpenMP calls bind to whichever
+   ``libgomp`` is first in the process's global scope (torch's, once torch is loaded; else the one bundled in
+   ``spconv.libs``), so ``omp_set_num_threads(1)`` is applied to both around the call and then restored; it
+   only affects the calling thread. Where no OpenMP runtime can be found, torch ``index_add_`` on zero-copy
+   views of the same memory is used instead (correct; slower: it runs a parallel sort, which suffers badly on
+   a busy machine).
 4. GPU wheels (``spconv-cu1xx``) pick an implicit-GEMM algorithm by default, which refuses CPU tensors
    (``implicit gemm only support cuda``). For CPU inputs the layer runs with ``ConvAlgo.Native``
    (weights are KRSC for every algorithm in 2.3.x, so no weight change is needed).
@@ -23,7 +30,10 @@ wheel with cumm 0.7.11); a warning is raised for other versions, where the patch
    ``is_fx_tracing`` notice about fx vs export on the first tensor; it says nothing about spconv use and is
    silenced once here.
 """
+import ctypes
+import glob
 import logging
+import os
 import sys
 import warnings
 
@@ -70,12 +80,53 @@ def _tv_to_torch(t):
         return None
 
 
+def _openmp_runtimes():
+    """ctypes handles of the OpenMP runtimes spconv's kernels may bind to: the process's global ``libgomp``
+    (torch's) and the one bundled with spconv (``spconv.libs/libgomp*``), without duplicates."""
+    handles, seen = [], set()
+    bundled = glob.glob(os.path.join(os.path.dirname(os.path.dirname(_spconv_root.__file__)), 'spconv.libs',
+                                     'libgomp*.so*'))
+    for name in [None] + sorted(bundled):
+        try:
+            lib = ctypes.CDLL(name)
+            func = lib.omp_set_num_threads
+        except (OSError, AttributeError):
+            continue
+        addr = ctypes.cast(func, ctypes.c_void_p).value
+        if addr in seen:
+            continue
+        seen.add(addr)
+        lib.omp_get_max_threads.restype = ctypes.c_int
+        func.argtypes = [ctypes.c_int]
+        handles.append(lib)
+    return handles
+
+
+_OMP_RUNTIMES = _openmp_runtimes()
+
+
+def _scatter_add_one_thread(out, inp, inds):
+    """spconv's own scatter_add_cpu on one OpenMP thread (its loop is correct when not shared)."""
+    prev = [lib.omp_get_max_threads() for lib in _OMP_RUNTIMES]
+    for lib in _OMP_RUNTIMES:
+        lib.omp_set_num_threads(1)
+    try:
+        _RawSpconvOps.scatter_add_cpu(out, inp, inds)
+    finally:
+        for lib, n in zip(_OMP_RUNTIMES, prev):
+            lib.omp_set_num_threads(n)
+
+
 def scatter_add_cpu_safe(out, inp, inds):
     """``out[inds[i]] += inp[i]`` for ``i < len(inds)`` on tensorview tensors (what spconv's op does).
 
-    out: (R, C), inp: (>=n, C), inds: (n,) int32. Uses torch ``index_add_``; falls back to the original op
-    for dtypes numpy cannot view (bf16, which spconv's CPU path does not support anyway).
+    out: (R, C), inp: (>=n, C), inds: (n,) int32 (unique within a call, as spconv's callers guarantee; the
+    fallback also handles repeats). Runs spconv's kernel on one OpenMP thread when the runtime is found,
+    else torch ``index_add_`` (which falls back to the original op for dtypes numpy cannot view, e.g. bf16,
+    which spconv's CPU path does not support anyway).
     """
+    if _OMP_RUNTIMES:
+        return _scatter_add_one_thread(out, inp, inds)
     out_t, inp_t, inds_t = _tv_to_torch(out), _tv_to_torch(inp), _tv_to_torch(inds)
     if out_t is None or inp_t is None or inds_t is None:
         return _RawSpconvOps.scatter_add_cpu(out, inp, inds)

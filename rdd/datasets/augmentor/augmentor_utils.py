@@ -1,9 +1,10 @@
 """Geometric augmentations of a LiDAR scene, OpenPCDet conventions.
 
-All functions act on numpy arrays *in place where cheap* and also return them:
 ``gt_boxes (N, 7 + C)`` = ``x, y, z, dx, dy, dz, yaw[, vx, vy, ...]`` (metres, radians, m/s, LiDAR frame),
-``points (M, 3 + C)`` = ``x, y, z, ...`` (metres). Each transform is a rigid or similarity transform of
-the whole scene, applied consistently to point coordinates, box centres, sizes, headings and velocities:
+``points (M, 3 + C)`` = ``x, y, z, ...`` (metres). Each world transform is a rigid or similarity transform of the
+whole scene. The functions below change the (few) boxes in place, exactly, and return the transform of the
+point coordinates as a 4 x 4 homogeneous matrix (float64); the augmentor composes the matrices of consecutive
+transforms and moves the (many) points once with :func:`transform_points`:
 
 * flip along x (mirror ``y``): ``y, yaw, vy`` change sign;
 * flip along y (mirror ``x``): ``x, vx`` change sign, ``yaw -> -(yaw + pi)``;
@@ -13,7 +14,8 @@ the whole scene, applied consistently to point coordinates, box centres, sizes, 
 * translation by ``t``: coordinates shift, velocities are unchanged (OpenPCDet adds the offset to the
   velocity, which is a bug: a translated scene moves at the same speed).
 
-Random draws use numpy's global RNG, as OpenPCDet does, so DataLoader worker seeding controls them.
+Random draws are made by the augmentor with numpy's global RNG, as OpenPCDet does, so DataLoader worker seeding
+controls them.
 """
 import numpy as np
 import torch
@@ -37,63 +39,75 @@ def limit_period(val, offset=0.5, period=2 * np.pi):
     return val - np.floor(val / period + offset) * period
 
 
-def flip_along_x(gt_boxes, points, enable=None):
-    """Mirror the scene across the x axis (``y -> -y``) with probability 0.5 (or when ``enable``)."""
-    if enable is None:
-        enable = np.random.choice([False, True], replace=False, p=[0.5, 0.5])
-    if enable:
-        gt_boxes[:, 1] = -gt_boxes[:, 1]
-        gt_boxes[:, 6] = -gt_boxes[:, 6]
-        points[:, 1] = -points[:, 1]
-        if gt_boxes.shape[1] > 8:
-            gt_boxes[:, 8] = -gt_boxes[:, 8]
-    return gt_boxes, points
+def flip_along_x(gt_boxes):
+    """Mirror the scene across the x axis (``y -> -y``): boxes in place; returns the (4, 4) point transform."""
+    gt_boxes[:, 1] = -gt_boxes[:, 1]
+    gt_boxes[:, 6] = -gt_boxes[:, 6]
+    if gt_boxes.shape[1] > 8:
+        gt_boxes[:, 8] = -gt_boxes[:, 8]
+    return np.diag([1.0, -1.0, 1.0, 1.0])
 
 
-def flip_along_y(gt_boxes, points, enable=None):
-    """Mirror the scene across the y axis (``x -> -x``) with probability 0.5 (or when ``enable``)."""
-    if enable is None:
-        enable = np.random.choice([False, True], replace=False, p=[0.5, 0.5])
-    if enable:
-        gt_boxes[:, 0] = -gt_boxes[:, 0]
-        gt_boxes[:, 6] = -(gt_boxes[:, 6] + np.pi)
-        points[:, 0] = -points[:, 0]
-        if gt_boxes.shape[1] > 7:
-            gt_boxes[:, 7] = -gt_boxes[:, 7]
-    return gt_boxes, points
+def flip_along_y(gt_boxes):
+    """Mirror the scene across the y axis (``x -> -x``): boxes in place; returns the (4, 4) point transform."""
+    gt_boxes[:, 0] = -gt_boxes[:, 0]
+    gt_boxes[:, 6] = -(gt_boxes[:, 6] + np.pi)
+    if gt_boxes.shape[1] > 7:
+        gt_boxes[:, 7] = -gt_boxes[:, 7]
+    return np.diag([-1.0, 1.0, 1.0, 1.0])
 
 
-def global_rotation(gt_boxes, points, rot_range, angle=None):
-    """Rotate the scene about z by ``angle`` or by a uniform draw from ``rot_range = [min, max]`` (radians)."""
-    if angle is None:
-        angle = np.random.uniform(rot_range[0], rot_range[1])
-    points = rotate_points_z(points, angle)
+def global_rotation(gt_boxes, angle):
+    """Rotate the scene about z by ``angle`` (radians): boxes in place; returns the (4, 4) point transform."""
     gt_boxes[:, 0:2] = rotate_points_z(gt_boxes[:, 0:2], angle)
     gt_boxes[:, 6] += angle
     if gt_boxes.shape[1] > 8:
         gt_boxes[:, 7:9] = rotate_points_z(gt_boxes[:, 7:9], angle)
-    return gt_boxes, points
+    c, s = np.cos(angle), np.sin(angle)
+    matrix = np.eye(4)
+    matrix[:2, :2] = [[c, -s], [s, c]]
+    return matrix
 
 
-def global_scaling(gt_boxes, points, scale_range, scale=None):
-    """Scale the scene about the origin by ``scale`` or a uniform draw from ``scale_range = [min, max]``."""
-    if scale is None:
-        if scale_range[1] - scale_range[0] < 1e-3:
-            return gt_boxes, points
-        scale = np.random.uniform(scale_range[0], scale_range[1])
-    points[:, :3] *= scale
+def global_scaling(gt_boxes, scale):
+    """Scale the scene about the origin by ``scale``: boxes in place; returns the (4, 4) point transform."""
     gt_boxes[:, :6] *= scale
     if gt_boxes.shape[1] > 8:
         gt_boxes[:, 7:9] *= scale
-    return gt_boxes, points
+    return np.diag([scale, scale, scale, 1.0])
 
 
-def global_translation(gt_boxes, points, offset):
-    """Translate the scene by ``offset (3,)`` metres (velocities unchanged)."""
-    offset = np.asarray(offset, dtype=points.dtype)
-    points[:, :3] += offset
+def global_translation(gt_boxes, offset):
+    """Translate the scene by ``offset (3,)`` metres, rounded to float32 like the points (velocities unchanged):
+    boxes in place; returns the (4, 4) point transform."""
+    offset = np.asarray(offset, dtype=np.float32).astype(np.float64)
     gt_boxes[:, :3] += offset.astype(gt_boxes.dtype)
-    return gt_boxes, points
+    matrix = np.eye(4)
+    matrix[:3, 3] = offset
+    return matrix
+
+
+def transform_points(points, matrix):
+    """In place: ``xyz <- A xyz + t`` for the (4, 4) homogeneous ``matrix = [[A, t], [0, 1]]``; returns ``points``.
+
+    ``points (M, 3 + C)`` float32: computed in float32, one pass per non-zero entry of ``A`` (the world
+    transforms here have 5 of 9), no copy of the whole array.
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if np.array_equal(matrix, np.eye(4)) or len(points) == 0:
+        return points
+    lin = matrix[:3, :3].astype(points.dtype)
+    off = matrix[:3, 3].astype(points.dtype)
+    src = {j: points[:, j].copy() for j in range(3) if lin[:, j].any()}
+    term = np.empty(len(points), dtype=points.dtype)
+    for i in range(3):
+        out = points[:, i]
+        out[:] = off[i]
+        for j, col in src.items():
+            if lin[i, j] != 0:
+                np.multiply(col, lin[i, j], out=term)
+                out += term
+    return points
 
 
 def boxes_to_corners_3d(boxes):
@@ -115,38 +129,66 @@ def enlarge_boxes(boxes, extra_width=(0.0, 0.0, 0.0)):
     return out
 
 
+_SINGLE_THREAD_ENTRIES = 32767  # torch runs an op on one thread below 32768 elements (at::internal::GRAIN_SIZE)
+
+
+def _exact_in_boxes(points, boxes):
+    """``rdd.ops`` point-in-box test of ``points (K, 3+)`` and float32 ``boxes (M, 7)``, in chunks of points small
+    enough that no torch op uses more than one thread (the result does not depend on the chunking)."""
+    exact = _mask
+    xyz = np.ascontiguousarray(points[:, :3], dtype=np.float32)
+    step = max(1, _SINGLE_THREAD_ENTRIES // max(1, len(boxes)))
+    if len(xyz) <= step:
+        return exact(xyz, boxes)
+    return np.concatenate([exact(xyz[k:k + step], boxes) for k in range(0, len(xyz), step)], axis=0)
+
+
+def _box_candidates(points, boxes, cell=2.0):
+    """Indices of the points that may lie in some box: those in a ``cell``-metre BEV grid cell that meets a box's
+    bounding square (half-diagonal + 5 cm, which covers the exact test's 1 cm margin), widened by one cell so
+    that rounding cannot lose a point. Costs a few passes over the points instead of a sort."""
+    reach = 0.5 * np.hypot(boxes[:, 3], boxes[:, 4]) + 0.05
+    lo = np.floor((boxes[:, 0:2] - reach[:, None]) / cell).astype(np.int64) - 1
+    hi = np.floor((boxes[:, 0:2] + reach[:, None]) / cell).astype(np.int64) + 1
+    origin, shape = lo.min(axis=0), hi.max(axis=0) - lo.min(axis=0) + 1
+    marked = np.zeros(shape, dtype=bool)
+    for (x0, y0), (x1, y1) in zip(lo - origin, hi - origin):
+        marked[x0:x1 + 1, y0:y1 + 1] = True
+    ix = np.floor(points[:, 0] / np.float32(cell)).astype(np.int64) - origin[0]
+    iy = np.floor(points[:, 1] / np.float32(cell)).astype(np.int64) - origin[1]
+    inside = (ix >= 0) & (ix < shape[0]) & (iy >= 0) & (iy < shape[1])
+    cand = np.flatnonzero(inside)
+    return cand[marked[ix[cand], iy[cand]]]
+
+
 def points_in_boxes_mask(points, boxes):
     """``(M, N)`` bool: point ``m`` lies inside box ``n`` (numpy in, numpy out; ``rdd.ops`` semantics).
 
-    Only points inside some box's BEV bounding square (found on the x-sorted points) go to the exact test,
-    which keeps gt_sampling's point removal cheap on 300k-point clouds.
+    Only points near some box (:func:`_box_candidates`) go to the exact test, which keeps gt_sampling's point
+    removal cheap on 300k-point clouds.
     """
     out = np.zeros((len(points), len(boxes)), dtype=bool)
     if len(points) == 0 or len(boxes) == 0:
         return out
     boxes = np.ascontiguousarray(boxes[:, :7], dtype=np.float32)
     if len(points) * len(boxes) <= 200000:
-        return _mask(np.ascontiguousarray(points[:, :3], dtype=np.float32), boxes)
-    reach = 0.5 * np.hypot(boxes[:, 3], boxes[:, 4]) + 0.05  # covers the op's small x/y margin
-    order = np.argsort(points[:, 0], kind='stable')
-    xs = points[order, 0]
-    lo = np.searchsorted(xs, boxes[:, 0] - reach, 'left')
-    hi = np.searchsorted(xs, boxes[:, 0] + reach, 'right')
-    parts = []
-    for k in range(len(boxes)):
-        idx = order[lo[k]:hi[k]]
-        parts.append(idx[np.abs(points[idx, 1] - boxes[k, 1]) <= reach[k]])
-    cand = np.unique(np.concatenate(parts))
+        return _exact_in_boxes(points, boxes)
+    cand = _box_candidates(points, boxes)
     if len(cand):
-        out[cand] = _mask(np.ascontiguousarray(points[cand, :3], dtype=np.float32), boxes)
+        out[cand] = _exact_in_boxes(points[cand], boxes)
     return out
 
 
-def remove_points_in_boxes(points, boxes):
-    """Drop the points ``(M, 3+)`` that lie in any of ``boxes (N, 7+)``."""
-    if len(boxes) == 0 or len(points) == 0:
-        return points
-    return points[~points_in_boxes_mask(points, boxes).any(axis=1)]
+def points_outside_boxes(points, boxes):
+    """``(M,)`` bool: point ``m`` lies in none of ``boxes (N, 7+)`` (the exact test of :func:`points_in_boxes_mask`)."""
+    keep = np.ones(len(points), dtype=bool)
+    if len(points) == 0 or len(boxes) == 0:
+        return keep
+    boxes = np.ascontiguousarray(boxes[:, :7], dtype=np.float32)
+    cand = _box_candidates(points, boxes)
+    if len(cand):
+        keep[cand] = ~_exact_in_boxes(points[cand], boxes).any(axis=1)
+    return keep
 
 
 def bev_iou(boxes_a, boxes_b):
@@ -156,3 +198,28 @@ def bev_iou(boxes_a, boxes_b):
     res = boxes_bev_iou(torch.from_numpy(np.ascontiguousarray(boxes_a[:, :7], dtype=np.float32)),
                         torch.from_numpy(np.ascontiguousarray(boxes_b[:, :7], dtype=np.float32)))
     return res.cpu().numpy() if isinstance(res, torch.Tensor) else np.asarray(res)
+
+
+def bev_overlaps(boxes_a, boxes_b=None):
+    """``(N, M)`` bool: ``bev_iou(boxes_a, boxes_b) > 0``; ``boxes_b=None`` compares ``boxes_a`` with itself and
+    leaves the diagonal False. Exact IoU is computed only for the boxes whose bounding circles meet another's
+    (in a scene they rarely do, so the usual answer costs no IoU call)."""
+    self_test = boxes_b is None
+    boxes_b = boxes_a if self_test else boxes_b
+    a = np.asarray(boxes_a, dtype=np.float64)
+    b = np.asarray(boxes_b, dtype=np.float64)
+    out = np.zeros((len(a), len(b)), dtype=bool)
+    if len(a) == 0 or len(b) == 0:
+        return out
+    reach = 0.5 * np.hypot(a[:, 3], a[:, 4])[:, None] + 0.5 * np.hypot(b[:, 3], b[:, 4])[None, :]
+    dist2 = (a[:, None, 0] - b[None, :, 0]) ** 2 + (a[:, None, 1] - b[None, :, 1]) ** 2
+    near = dist2 <= (reach + 1e-3) ** 2  # 1 mm: wider than float32 rounding
+    if self_test:
+        np.fill_diagonal(near, False)
+    rows, cols = np.nonzero(near)
+    if len(rows):
+        ua, ub = np.unique(rows), np.unique(cols)
+        out[np.ix_(ua, ub)] = bev_iou(boxes_a[ua], boxes_b[ub]) > 0
+    if self_test:
+        np.fill_diagonal(out, False)
+    return out

@@ -5,6 +5,11 @@ Supported ``NAME``s (OpenPCDet's nuScenes CenterPoint set): ``gt_sampling``, ``r
 meaning ±), ``random_world_scaling`` (``WORLD_SCALE_RANGE``), ``random_world_translation``
 (``NOISE_TRANSLATE_STD`` per-axis std in metres, OpenPCDet's newer key, or ``WORLD_TRANSLATION_RANGE`` +
 ``ALONG_AXIS_LIST``, its older key). Names in ``DISABLE_AUG_LIST`` are skipped. Unknown names are an error.
+
+The world transforms (flip, rotation, scaling, translation) move the boxes at once and compose their point
+transforms into ``data_dict['world_transform']`` (4 x 4); the points are moved once, with the composed transform,
+before the next non-world step (gt_sampling) and at the end of :meth:`DataAugmentor.forward`. Each augmentation
+draws the same random numbers, in the same order, as when it moved the points itself.
 """
 import logging
 from functools import partial
@@ -21,6 +26,8 @@ class DataAugmentor(LoggerFreePickleMixin):
 
     SUPPORTED = ('gt_sampling', 'random_world_flip', 'random_world_rotation', 'random_world_scaling',
                  'random_world_translation')
+    WORLD_TRANSFORMS = ('random_world_flip', 'random_world_rotation', 'random_world_scaling',
+                        'random_world_translation')
     LOGGER_NAME = __name__
 
     def __init__(self, root_path, augmentor_configs, class_names, logger=None):
@@ -44,17 +51,23 @@ class DataAugmentor(LoggerFreePickleMixin):
     def gt_sampling(self, config=None):
         return DataBaseSampler(self.root_path, config, self.class_names, logger=self.logger)
 
+    @staticmethod
+    def _compose(data_dict, matrix):
+        """Record ``matrix`` (4, 4) as applied after the world transforms pending in ``data_dict``."""
+        pending = data_dict.get('world_transform')
+        data_dict['world_transform'] = matrix if pending is None else matrix @ pending
+        return data_dict
+
     def random_world_flip(self, data_dict=None, config=None):
         if data_dict is None:
             for axis in config['ALONG_AXIS_LIST']:
                 if axis not in ('x', 'y'):
                     raise ValueError(f'random_world_flip: ALONG_AXIS_LIST entry {axis!r} must be x or y')
             return partial(self.random_world_flip, config=config)
-        boxes, points = data_dict['gt_boxes'], data_dict['points']
         for axis in config['ALONG_AXIS_LIST']:
-            fn = augmentor_utils.flip_along_x if axis == 'x' else augmentor_utils.flip_along_y
-            boxes, points = fn(boxes, points)
-        data_dict['gt_boxes'], data_dict['points'] = boxes, points
+            if np.random.choice([False, True], replace=False, p=[0.5, 0.5]):
+                fn = augmentor_utils.flip_along_x if axis == 'x' else augmentor_utils.flip_along_y
+                self._compose(data_dict, fn(data_dict['gt_boxes']))
         return data_dict
 
     def random_world_rotation(self, data_dict=None, config=None):
@@ -63,16 +76,17 @@ class DataAugmentor(LoggerFreePickleMixin):
         rot_range = config['WORLD_ROT_ANGLE']
         if not isinstance(rot_range, (list, tuple)):
             rot_range = [-rot_range, rot_range]
-        data_dict['gt_boxes'], data_dict['points'] = augmentor_utils.global_rotation(
-            data_dict['gt_boxes'], data_dict['points'], rot_range)
-        return data_dict
+        angle = np.random.uniform(rot_range[0], rot_range[1])
+        return self._compose(data_dict, augmentor_utils.global_rotation(data_dict['gt_boxes'], angle))
 
     def random_world_scaling(self, data_dict=None, config=None):
         if data_dict is None:
             return partial(self.random_world_scaling, config=config)
-        data_dict['gt_boxes'], data_dict['points'] = augmentor_utils.global_scaling(
-            data_dict['gt_boxes'], data_dict['points'], config['WORLD_SCALE_RANGE'])
-        return data_dict
+        lo, hi = config['WORLD_SCALE_RANGE']
+        if hi - lo < 1e-3:
+            return data_dict
+        scale = np.random.uniform(lo, hi)
+        return self._compose(data_dict, augmentor_utils.global_scaling(data_dict['gt_boxes'], scale))
 
     def random_world_translation(self, data_dict=None, config=None):
         if data_dict is None:
@@ -88,15 +102,24 @@ class DataAugmentor(LoggerFreePickleMixin):
             offset = np.zeros(3)
             for axis in config.get('ALONG_AXIS_LIST', ['x', 'y', 'z']):
                 offset['xyz'.index(axis)] = np.random.uniform(lo, hi)
-        data_dict['gt_boxes'], data_dict['points'] = augmentor_utils.global_translation(
-            data_dict['gt_boxes'], data_dict['points'], offset)
+        return self._compose(data_dict, augmentor_utils.global_translation(data_dict['gt_boxes'], offset))
+
+    @staticmethod
+    def apply_world_transform(data_dict):
+        """Move the points by the pending composed world transform (if any) and clear it; returns the dict."""
+        matrix = data_dict.pop('world_transform', None)
+        if matrix is not None:
+            augmentor_utils.transform_points(data_dict['points'], matrix)
         return data_dict
 
     def forward(self, data_dict):
         """Apply the queue to ``data_dict`` (``points (N, 3+C)``, ``gt_boxes (M, 7+C)``, ``gt_names (M,)``,
         optional ``gt_boxes_mask (M,)``); wraps headings into [-pi, pi) and drops masked boxes."""
         for aug in self.data_augmentor_queue:
+            if not isinstance(aug, partial) or aug.func.__name__ not in self.WORLD_TRANSFORMS:
+                self.apply_world_transform(data_dict)  # e.g. gt_sampling needs the points where the boxes are
             data_dict = aug(data_dict=data_dict)
+        self.apply_world_transform(data_dict)
         data_dict['gt_boxes'][:, 6] = augmentor_utils.limit_period(data_dict['gt_boxes'][:, 6], 0.5, 2 * np.pi)
         mask = data_dict.pop('gt_boxes_mask', None)
         if mask is not None:

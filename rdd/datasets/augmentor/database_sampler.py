@@ -106,6 +106,19 @@ class DataBaseSampler(LoggerFreePickleMixin):
         pts[:, :3] += np.asarray(info['box3d_lidar'][:3], dtype=np.float32)
         return pts
 
+    @staticmethod
+    def _paste(points, obj_points, boxes):
+        """``[obj_points; points outside boxes]`` written once into a new array (N', C)."""
+        obj_points = obj_points[:, :points.shape[1]] if obj_points.shape[1] >= points.shape[1] else obj_points
+        if obj_points.shape[1] != points.shape[1]:
+            raise ValueError(f'gt_sampling: database points have {obj_points.shape[1]} features, scene points '
+                             f'{points.shape[1]}')
+        keep = augmentor_utils.points_outside_boxes(points, boxes)
+        out = np.empty((len(obj_points) + int(keep.sum()), points.shape[1]), dtype=points.dtype)
+        out[:len(obj_points)] = obj_points
+        np.compress(keep, points, axis=0, out=out[len(obj_points):])
+        return out
+
     def __call__(self, data_dict):
         """Add sampled objects to ``data_dict`` (keys ``points``, ``gt_boxes``, ``gt_names``, ``gt_boxes_mask``).
 
@@ -126,12 +139,8 @@ class DataBaseSampler(LoggerFreePickleMixin):
             if boxes.shape[1] != existed.shape[1]:
                 raise ValueError(f'gt_sampling: database boxes have {boxes.shape[1]} columns, scene boxes '
                                  f'{existed.shape[1]} (velocity present in one and not the other?)')
-            iou_ex = augmentor_utils.bev_iou(boxes, existed)
-            iou_self = augmentor_utils.bev_iou(boxes, boxes)
-            np.fill_diagonal(iou_self, 0)
-            hit = iou_self.max(axis=1) > 0
-            if iou_ex.shape[1] > 0:
-                hit |= iou_ex.max(axis=1) > 0
+            hit = augmentor_utils.bev_overlaps(boxes).any(axis=1) | \
+                augmentor_utils.bev_overlaps(boxes, existed).any(axis=1)
             keep = np.nonzero(~hit)[0]
             existed = np.concatenate([existed, boxes[keep].astype(existed.dtype)], axis=0)
             chosen.extend(cands[i] for i in keep)
@@ -139,13 +148,8 @@ class DataBaseSampler(LoggerFreePickleMixin):
         if chosen:
             sampled_boxes = existed[gt_boxes.shape[0]:]
             obj_points = np.concatenate([self._load_points(c) for c in chosen], axis=0)
-            points = augmentor_utils.remove_points_in_boxes(
-                data_dict['points'], augmentor_utils.enlarge_boxes(sampled_boxes[:, :7], self.extra_width))
-            obj_points = obj_points[:, :points.shape[1]] if obj_points.shape[1] >= points.shape[1] else obj_points
-            if obj_points.shape[1] != points.shape[1]:
-                raise ValueError(f'gt_sampling: database points have {obj_points.shape[1]} features, scene points '
-                                 f'{points.shape[1]}')
-            data_dict['points'] = np.concatenate([obj_points.astype(points.dtype), points], axis=0)
+            data_dict['points'] = self._paste(data_dict['points'], obj_points,
+                                              augmentor_utils.enlarge_boxes(sampled_boxes[:, :7], self.extra_width))
             data_dict['gt_boxes'] = existed
             data_dict['gt_names'] = np.concatenate([data_dict['gt_names'], np.array([c['name'] for c in chosen])])
             data_dict['gt_boxes_mask'] = np.concatenate(

@@ -9,6 +9,10 @@ Steps (``NAME``):
 * ``shuffle_points``: random permutation of the points when ``SHUFFLE_ENABLED[mode]``.
 * ``transform_points_to_voxels``: ``VOXEL_SIZE``, ``MAX_POINTS_PER_VOXEL``, ``MAX_NUMBER_OF_VOXELS[mode]``;
   adds ``voxels (V, P, C)``, ``voxel_coords (V, 3)`` ``[z, y, x]``, ``voxel_num_points (V,)``.
+
+The range mask and the shuffle only select and order rows: they compose an index (``data_dict['point_index']``,
+pending) that is applied to the points once, with one ``np.take``, before voxelization and at the end of
+``forward`` (same rows in the same order as masking then permuting, and the same ``np.random.permutation`` draw).
 """
 from functools import partial
 
@@ -57,7 +61,8 @@ class DataProcessor:
     def mask_points_and_boxes_outside_range(self, data_dict=None, config=None):
         if data_dict is None:
             return partial(self.mask_points_and_boxes_outside_range, config=config)
-        data_dict['points'] = data_dict['points'][mask_points_by_range(data_dict['points'], self.point_cloud_range)]
+        points = self.take_points(data_dict)['points']
+        data_dict['point_index'] = np.flatnonzero(mask_points_by_range(points, self.point_cloud_range))
         if data_dict.get('gt_boxes', None) is not None and config.get('REMOVE_OUTSIDE_BOXES', False) \
                 and self.training:
             mask = mask_boxes_outside_range(data_dict['gt_boxes'], self.point_cloud_range,
@@ -72,7 +77,18 @@ class DataProcessor:
         if data_dict is None:
             return partial(self.shuffle_points, config=config)
         if config['SHUFFLE_ENABLED'][self.mode]:
-            data_dict['points'] = data_dict['points'][np.random.permutation(data_dict['points'].shape[0])]
+            pending = data_dict.get('point_index')
+            if pending is None:
+                pending = np.arange(data_dict['points'].shape[0])
+            data_dict['point_index'] = pending[np.random.permutation(pending.shape[0])]
+        return data_dict
+
+    @staticmethod
+    def take_points(data_dict):
+        """Apply the pending ``point_index`` (if any) to ``points`` with one gather; returns the dict."""
+        index = data_dict.pop('point_index', None)
+        if index is not None:
+            data_dict['points'] = np.take(data_dict['points'], index, axis=0)
         return data_dict
 
     def transform_points_to_voxels(self, data_dict=None, config=None):
@@ -84,7 +100,7 @@ class DataProcessor:
             self.grid_size = self.voxelizer.grid_size
             self.voxel_size = config['VOXEL_SIZE']
             return partial(self.transform_points_to_voxels, config=config)
-        voxels, coords, num_points = self.voxelizer(data_dict['points'])
+        voxels, coords, num_points = self.voxelizer(self.take_points(data_dict)['points'])
         if not data_dict.get('use_lead_xyz', True):
             voxels = voxels[..., 3:]
         data_dict['voxels'] = voxels
@@ -96,4 +112,4 @@ class DataProcessor:
         """Run every step on ``data_dict`` (``points (N, C)``, optional ``gt_boxes``/``gt_names``)."""
         for step in self.data_processor_queue:
             data_dict = step(data_dict=data_dict)
-        return data_dict
+        return self.take_points(data_dict)

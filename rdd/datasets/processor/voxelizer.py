@@ -1,12 +1,14 @@
-"""Hard voxelization with spconv's ``PointToVoxel``, usable inside and outside the dataset.
+"""Hard voxelization with spconv's kernel, usable inside and outside the dataset.
 
-spconv's ``PointToVoxel`` allocates a large hash table per instance (~316 MiB for the nuScenes grid), so a
-``Voxelizer`` builds its generator lazily on first use, once per process and device, and reuses it; the
-generator is not pickled (each DataLoader worker builds its own). ``PointToVoxel`` silently drops the points
-of new voxels once ``max_num_voxels`` is reached: the ``Voxelizer`` counts those points
+On CPU (numpy arrays or CPU tensors) the :class:`Voxelizer` runs spconv's point-to-voxel kernel through
+:mod:`rdd.ops.point_to_voxel`: outputs are fresh arrays (no copy of reused buffers, no torch op, so the cost does
+not depend on the torch thread count) and the ~316 MiB hash table is built once per grid and process (each
+DataLoader worker builds its own on first use; it is never pickled). On CUDA it uses spconv's ``PointToVoxel``,
+built lazily once per device. Both keep, per voxel, the first ``max_points_per_voxel`` points in input order and
+silently drop the points of new voxels once ``max_num_voxels`` is reached: the ``Voxelizer`` counts those points
 (``num_dropped_points``, ``num_overflow_calls``) and logs a warning (at the 1st, 2nd, 4th, ... overflow, with the
-running totals, so long runs are not flooded). Points beyond ``max_points_per_voxel``
-in a voxel are dropped by design and not counted.
+running totals, so long runs are not flooded). Points beyond ``max_points_per_voxel`` in a voxel are dropped by
+design and not counted.
 """
 import importlib
 import logging
@@ -55,24 +57,23 @@ class Voxelizer:
         d['_generators'] = {}
         return d
 
-    def _generator(self, device):
+    def _cuda_generator(self, device):
         key = str(device)
         gen = self._generators.get(key)
         if gen is None:
             from rdd.ops.spconv_compat import spconv  # lazy: spconv is heavy; only its PointToVoxel is used
             point_to_voxel = importlib.import_module(spconv.__name__ + '.utils').PointToVoxel
             gen = point_to_voxel(vsize_xyz=self.voxel_size, coors_range_xyz=self.point_cloud_range,
-                               num_point_features=self.num_point_features, max_num_voxels=self.max_num_voxels,
-                               max_num_points_per_voxel=self.max_points_per_voxel, device=torch.device(device))
+                                 num_point_features=self.num_point_features, max_num_voxels=self.max_num_voxels,
+                                 max_num_points_per_voxel=self.max_points_per_voxel, device=torch.device(device))
             self._generators[key] = gen
         return gen
 
-    def _count_in_grid(self, points):
-        pcr = torch.tensor(self.point_cloud_range, dtype=points.dtype, device=points.device)
-        vs = torch.tensor(self.voxel_size, dtype=points.dtype, device=points.device)
-        c = torch.floor((points[:, :3] - pcr[:3]) / vs)
-        grid = torch.as_tensor(self.grid_size, device=points.device)
-        return ((c >= 0) & (c < grid)).all(dim=1)
+    def _in_grid(self, xyz):
+        """``(N,)`` bool: points whose voxel index lies inside the grid (numpy ``(N, 3)`` float32)."""
+        pcr = np.asarray(self.point_cloud_range, dtype=np.float32)
+        cell = np.floor((xyz - pcr[:3]) / np.asarray(self.voxel_size, dtype=np.float32))
+        return ((cell >= 0) & (cell < self.grid_size)).all(axis=1)
 
     def __call__(self, points):
         """Voxelize one cloud.
@@ -83,25 +84,35 @@ class Voxelizer:
             voxels ``(V, P, C)`` float32 (zero-padded), coords ``(V, 3)`` int32 as ``[z, y, x]`` voxel indices,
             num_points ``(V,)`` int32; numpy arrays for numpy input, tensors on the input's device otherwise.
         """
-        is_numpy = isinstance(points, np.ndarray)
-        pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)) if is_numpy \
-            else points.detach().float().contiguous()
-        if pts.ndim != 2 or pts.shape[1] != self.num_point_features:
-            raise ValueError(f'Voxelizer expects points (N, {self.num_point_features}), got {tuple(pts.shape)}')
-        gen = self._generator(pts.device)
-        voxels, coords, num = gen(pts)
-        # PointToVoxel returns views into its reusable buffers: copy before the next call overwrites them.
-        voxels, coords, num = voxels.clone(), coords.clone(), num.clone()
+        if isinstance(points, np.ndarray) or points.device.type == 'cpu':
+            is_numpy = isinstance(points, np.ndarray)
+            pts = np.ascontiguousarray(points if is_numpy else points.detach().numpy(), dtype=np.float32)
+            self._check_shape(pts.shape)
+            from rdd.ops.point_to_voxel import cpu_point_to_voxel  # lazy: imports spconv (heavy)
+            table = cpu_point_to_voxel(self.voxel_size, self.point_cloud_range)
+            voxels, coords, num, point_voxel_id = table(pts, self.max_num_voxels, self.max_points_per_voxel)
+            if len(voxels) >= self.max_num_voxels:
+                self._account_overflow(int((self._in_grid(pts[:, :3]) & (point_voxel_id < 0)).sum()))
+            if is_numpy:
+                return voxels, coords, num
+            return torch.from_numpy(voxels), torch.from_numpy(coords), torch.from_numpy(num)
+        pts = points.detach().float().contiguous()
+        self._check_shape(tuple(pts.shape))
+        gen = self._cuda_generator(pts.device)
+        voxels, coords, num, point_voxel_id = gen.generate_voxel_with_id(pts)
+        if voxels.data_ptr() == gen.voxels.data_ptr():  # views of the reused buffers (older spconv): copy
+            voxels, coords, num = voxels.clone(), coords.clone(), num.clone()
         if voxels.shape[0] >= self.max_num_voxels:
-            self._account_overflow(pts, gen)
-        if is_numpy:
-            return voxels.numpy(), coords.numpy(), num.numpy()
+            in_grid = self._in_grid(pts[:, :3].cpu().numpy())
+            self._account_overflow(int((in_grid & (point_voxel_id < 0).cpu().numpy()).sum()))
         return voxels, coords, num
 
-    def _account_overflow(self, pts, gen):
-        """Count in-range points that got no voxel because ``max_num_voxels`` was reached."""
-        pid = gen.generate_voxel_with_id(pts)[3]
-        dropped = int((self._count_in_grid(pts) & (pid < 0)).sum())
+    def _check_shape(self, shape):
+        if len(shape) != 2 or shape[1] != self.num_point_features:
+            raise ValueError(f'Voxelizer expects points (N, {self.num_point_features}), got {tuple(shape)}')
+
+    def _account_overflow(self, dropped):
+        """Count ``dropped`` in-range points that got no voxel because ``max_num_voxels`` was reached."""
         if dropped > 0:
             self.num_dropped_points += dropped
             self.num_overflow_calls += 1

@@ -1,86 +1,66 @@
-"""Representation disparity of region pairs and top-gamma selection (no gradients)."""
+"""Step 4, disparity (Eq. 3): a Gaussian mutual-information estimate between a pair's normalised patches.
+
+The paper defines the disparity through ``I_i = H(R̂_S,i) − H(R̂_S,i | R̂_T,i)`` and gives no estimator. We treat
+the values of the two flattened patches as samples of a bivariate Gaussian; its mutual information is
+``I = −½ log(1 − ρ²)`` with ρ the Pearson correlation, and the normalised disparity is
+``d = exp(−I) = √(1 − ρ²)`` ∈ [0, 1]: 0 for perfectly (anti-)correlated patches, 1 for uncorrelated ones.
+No gradient flows through any of it.
+
+Numerics: with ``t̂``, ``ŝ`` the centred patches scaled to unit norm, ``ρ = t̂·ŝ``, ``1 − ρ = ½‖t̂ − ŝ‖²`` and
+``1 + ρ = ½‖t̂ + ŝ‖²``, so ``d = ½ ‖t̂ − ŝ‖ ‖t̂ + ŝ‖`` without the cancellation of ``1 − ρ²`` near |ρ| = 1:
+identical patches give d = 0 exactly, in float32.
+"""
+from dataclasses import dataclass
+
 import torch
 
-__all__ = ['gaussian_kl_disparity', 'snr_disparity', 'DISPARITIES', 'select_top_fraction']
+__all__ = ['PairDisparity', 'pearson_correlation', 'gaussian_disparity', 'MIN_DISPARITY_IN_LOG']
+
+MIN_DISPARITY_IN_LOG = 1e-6  # I is capped at -log(1e-6) ≈ 13.8 nats: identical patches stay finite
 
 
-def _moments(regions):
-    """(P, K, C) -> population variance and mean over the K cells, (P, C) each (two-pass, centred; ~3x faster on
-    CPU than ``torch.var_mean`` over a short middle dim)."""
-    mean = regions.mean(dim=1, keepdim=True)
-    centred = regions - mean
-    centred.mul_(centred)
-    return centred.mean(dim=1), mean.squeeze(1)
+@dataclass
+class PairDisparity:
+    """Per pair: ``rho`` Pearson correlation, ``mi`` the Gaussian MI estimate (nats), ``d`` = √(1 − ρ²)."""
+    rho: torch.Tensor
+    mi: torch.Tensor
+    d: torch.Tensor
+
+
+def _unit_centred(patches):
+    """``(P, K, C)`` -> ``(P, K*C)`` centred rows of unit L2 norm (float32, new memory) and ``(P,)`` bool
+    "constant row" (a zero row then)."""
+    rows = patches.detach().flatten(1).float()
+    rows = rows - rows.mean(dim=1, keepdim=True)
+    norm = torch.linalg.vector_norm(rows, dim=1)
+    constant = norm <= 0
+    rows.div_(torch.where(constant, torch.ones_like(norm), norm)[:, None])
+    return rows, constant
 
 
 @torch.no_grad()
-def gaussian_kl_disparity(teacher_regions, student_regions, eps=1e-4):
-    """Per-pair disparity ``d_n = sum_c KL(N(mu_t, var_t) || N(mu_s, var_s))``.
+def pearson_correlation(teacher_patches, student_patches):
+    """``(P,)`` Pearson correlation of each pair's flattened patches ``(P, K, C)``; 0 when a patch is constant (a
+    constant carries no information about anything)."""
+    return gaussian_disparity(teacher_patches, student_patches).rho
 
-    Each channel of a region is summarised by a Gaussian over its cells (mean and population variance over the
-    ``K = G*G`` cells, variance + ``eps``).
 
-    Args:
-        teacher_regions: (P, K, C) pooled teacher features (K cells, C channels).
-        student_regions: (P, K, C) pooled (adapted) student features, same shape.
-        eps: variance floor, keeps the KL finite for constant channels.
+@torch.no_grad()
+def gaussian_disparity(teacher_patches, student_patches):
+    """The Gaussian MI estimate and disparity of each pair of normalised patches ``(P, K, C)``.
+
     Returns:
-        (P,) float32 disparities (>= 0), detached.
+        :class:`PairDisparity` of ``(P,)`` float32 tensors: ``d = √(1 − ρ²)`` (exactly 0 for identical patches,
+        1 when either patch is constant) and ``mi = −log(max(d, MIN_DISPARITY_IN_LOG))`` (= −½ log(1 − ρ²)).
     """
-    if teacher_regions.shape != student_regions.shape:
-        raise ValueError(f'region pairs differ in shape: teacher {tuple(teacher_regions.shape)}, '
-                         f'student {tuple(student_regions.shape)}')
-    var_t, mu_t = _moments(teacher_regions.detach().float())
-    var_s, mu_s = _moments(student_regions.detach().float())
-    var_t = var_t + eps
-    var_s = var_s + eps
-    kl = 0.5 * (torch.log(var_s / var_t) + (var_t + (mu_t - mu_s) ** 2) / var_s - 1.0)
-    return kl.sum(dim=-1)
-
-
-@torch.no_grad()
-def snr_disparity(teacher_regions, student_regions, eps=1e-4):
-    """The statistic of IDa-Det's released code (ablation): per channel, a softmax over the region's cells, then
-    ``r_c = mean^2 / var`` of those weights; ``d_n = sum_c |r_t,c - r_s,c|``.
-
-    Args / returns as :func:`gaussian_kl_disparity` ((P, K, C) regions -> (P,) detached).
-    """
-    if teacher_regions.shape != student_regions.shape:
-        raise ValueError(f'region pairs differ in shape: teacher {tuple(teacher_regions.shape)}, '
-                         f'student {tuple(student_regions.shape)}')
-    ratios = []
-    for regions in (teacher_regions, student_regions):
-        var, mean = _moments(torch.softmax(regions.detach().float(), dim=1))
-        ratios.append(mean * mean / (var + eps))
-    return (ratios[0] - ratios[1]).abs().sum(dim=-1)
-
-
-DISPARITIES = {'kl': gaussian_kl_disparity, 'snr': snr_disparity}
-
-
-@torch.no_grad()
-def select_top_fraction(disparity, batch_idx, batch_size, gamma):
-    """Keep, in each sample, the ``ceil(gamma * N_b)`` pairs of largest disparity (ties: lower index first).
-
-    Args:
-        disparity: (P,) scores.
-        batch_idx: (P,) int64 sample of each pair.
-        batch_size: B.
-        gamma: fraction in (0, 1].
-    Returns:
-        (P,) bool keep mask; every sample with >= 1 pair keeps >= 1.
-    """
-    if not 0.0 < float(gamma) <= 1.0:
-        raise ValueError(f'GAMMA must be in (0, 1], got {gamma}')
-    num = disparity.shape[0]
-    if num == 0:
-        return torch.zeros(0, dtype=torch.bool, device=disparity.device)
-    batch_idx = batch_idx.long()
-    counts = torch.bincount(batch_idx, minlength=batch_size)
-    k = torch.ceil(counts.double() * float(gamma) - 1e-6).long()
-    order = torch.argsort(disparity, descending=True, stable=True)
-    order = order[torch.argsort(batch_idx[order], stable=True)]
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.empty_like(batch_idx)
-    rank[order] = torch.arange(num, device=disparity.device) - starts[batch_idx[order]]
-    return rank < k[batch_idx]
+    if teacher_patches.shape != student_patches.shape:
+        raise ValueError(f'RDDLoss: pair patches differ in shape: teacher {tuple(teacher_patches.shape)}, '
+                         f'student {tuple(student_patches.shape)}')
+    t, t_const = _unit_centred(teacher_patches)
+    s, s_const = _unit_centred(student_patches)
+    constant = t_const | s_const
+    rho = torch.where(constant, torch.zeros_like(t_const, dtype=t.dtype), (t * s).sum(dim=1).clamp(-1.0, 1.0))
+    half_diff = 0.5 * torch.linalg.vector_norm(t - s, dim=1)
+    d = half_diff * torch.linalg.vector_norm(t.add_(s), dim=1)  # t is not used after this (in-place t + s)
+    d = torch.where(constant, torch.ones_like(d), d.clamp(0.0, 1.0))
+    return PairDisparity(rho=rho, mi=-torch.log(d.clamp(min=MIN_DISPARITY_IN_LOG)), d=d)

@@ -1,159 +1,131 @@
-"""Bilateral proposal regions: teacher boxes and detached student boxes (and optionally GT boxes) per sample.
+"""Step 1, proposals: the peaks of a CenterPoint model's raw heatmaps, each with its decoded box (no NMS).
 
-Each source is filtered by score, reduced by class-agnostic rotated BEV NMS and capped; the sources are then
-joined. With ``merge_iou`` set, a box of a later source (order: teacher, student, GT) whose BEV IoU with a kept
-box of an earlier source exceeds ``merge_iou`` is not added again: the earlier box is tagged with both sources
-(one region, one pair). With ``merge_iou=None`` the union is plain concatenation.
+Per head group the class heatmaps (sigmoid of the ``hm`` logits) are reduced to one score per cell (the best class
+of the group, whose classes share one box at a cell), a cell is a peak when it is the maximum of its 3x3
+neighbourhood, and the peaks scored at least ``score_thresh`` are kept, at most ``max_per_source`` per sample over
+all groups (highest scores first). A peak's box is decoded from the group's regression maps at that cell as
+CenterPoint's decoding does (``center`` offsets in cells, ``center_z`` and ``dim`` (log sizes) in metres, ``rot``
+as cos / sin) and placed in metres by the model's :class:`rdd.geometry.BEVGrid`.
 """
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from rdd.ops.rotated_iou import boxes_bev_iou, rotated_nms
+__all__ = ['Proposals', 'heatmap_proposals', 'REQUIRED_MAPS']
 
-__all__ = ['ProposalSet', 'ProposalGenerator', 'SOURCES']
-
-SOURCES = ('teacher', 'student', 'gt')
+REQUIRED_MAPS = ('center', 'center_z', 'dim', 'rot')
+_NOT_A_PEAK = -1.0
 
 
 @dataclass
-class ProposalSet:
-    """Proposal regions of a batch, ordered by sample.
+class Proposals:
+    """Proposals of a batch, ordered by sample, then by score (descending) within a source.
 
-    boxes: (P, 7) float ``x, y, z, dx, dy, dz, yaw``; batch_idx: (P,) int64; labels: (P,) int64 1-based global
-    class; sources: (P, 3) bool, columns ``SOURCES`` (a merged region has several True);
-    num_per_source: (3,) int64, boxes each source contributed before merging (whole batch).
+    Attributes:
+        batch_idx: (P,) int64 sample.
+        cell: (P, 2) int64 ``(row, col)`` of the peak on the proposing model's map.
+        label: (P,) int64 1-based index into ``CLASS_NAMES``.
+        group: (P,) int64 head group.
+        score: (P,) float peak score (sigmoid).
+        box: (P, 7) float ``x, y, z, dx, dy, dz, yaw`` (metres, radians) decoded at the peak.
+        source: (P,) int64 0 = teacher, 1 = student.
     """
-    boxes: torch.Tensor
     batch_idx: torch.Tensor
-    labels: torch.Tensor
-    sources: torch.Tensor
-    num_per_source: torch.Tensor
+    cell: torch.Tensor
+    label: torch.Tensor
+    group: torch.Tensor
+    score: torch.Tensor
+    box: torch.Tensor
+    source: torch.Tensor
 
     def __len__(self):
-        return int(self.boxes.shape[0])
+        return int(self.batch_idx.shape[0])
 
-    def index(self, mask_or_idx):
-        """A ProposalSet of a subset (``num_per_source`` is kept as is)."""
-        return ProposalSet(self.boxes[mask_or_idx], self.batch_idx[mask_or_idx], self.labels[mask_or_idx],
-                           self.sources[mask_or_idx], self.num_per_source)
+    def select(self, index):
+        """The proposals at ``index`` (a bool mask or int64 indices)."""
+        return Proposals(*(getattr(self, k)[index] for k in self.__dataclass_fields__))
+
+    @staticmethod
+    def cat(parts):
+        """Concatenate proposal sets field by field."""
+        return Proposals(*(torch.cat([getattr(p, k) for p in parts]) for k in Proposals.__dataclass_fields__))
 
 
-def _as_tuple(value):
-    return (value,) if isinstance(value, str) else tuple(value)
+def _group_peak_scores(pred_dicts, head):
+    """``(B, n_groups, H*W)`` peak scores (``_NOT_A_PEAK`` elsewhere) and ``(B, n_groups, H*W)`` in-group class."""
+    if len(pred_dicts) != len(head.class_names_each_head):
+        raise ValueError(f'RDDLoss: {len(pred_dicts)} head groups in pred_dicts, the head layout has '
+                         f'{len(head.class_names_each_head)}')
+    scores, classes = [], []
+    for g, (maps, names) in enumerate(zip(pred_dicts, head.class_names_each_head)):
+        if maps['hm'].shape[1] != len(names):
+            raise ValueError(f'RDDLoss: head group {g} hm has {maps["hm"].shape[1]} channels, expected '
+                             f'{len(names)} ({list(names)})')
+        prob = maps['hm'].detach().float().sigmoid()
+        best, cls = prob.max(dim=1)  # (B, H, W)
+        peak = F.max_pool2d(best[:, None], kernel_size=3, stride=1, padding=1)[:, 0] == best
+        scores.append(torch.where(peak, best, torch.full_like(best, _NOT_A_PEAK)).flatten(1))
+        classes.append(cls.flatten(1))
+    return torch.stack(scores, dim=1), torch.stack(classes, dim=1)
 
 
-class ProposalGenerator:
-    """Builds a :class:`ProposalSet` from decoded teacher / student boxes.
+def _global_labels(head, device):
+    """``(n_groups, max classes per group)`` int64: 1-based global label of each in-group class."""
+    width = max(len(names) for names in head.class_names_each_head)
+    table = torch.zeros((len(head.class_names_each_head), width), dtype=torch.long)
+    for g, names in enumerate(head.class_names_each_head):
+        for c, name in enumerate(names):
+            table[g, c] = head.class_names.index(name) + 1
+    return table.to(device)
+
+
+def _decode_boxes(pred_dicts, grid, batch_idx, group, row, col):
+    """Boxes ``(P, 7)`` decoded at the given cells (float32, metres); sizes capped at the map's extent."""
+    box = torch.zeros((batch_idx.shape[0], 7), device=batch_idx.device)
+    max_log_size = math.log(max(grid.x_max - grid.x_min, grid.y_max - grid.y_min))
+    for g, maps in enumerate(pred_dicts):
+        sel = torch.nonzero(group == g).flatten()
+        if sel.numel() == 0:
+            continue
+        b, r, c = batch_idx[sel], row[sel], col[sel]
+
+        def at(name):
+            return maps[name].detach().float()[b, :, r, c]  # (n, channels)
+        offset, rot = at('center'), at('rot')
+        x, y = grid.cell_to_metric(c.float() + offset[:, 0], r.float() + offset[:, 1])
+        box[sel, 0], box[sel, 1], box[sel, 2] = x, y, at('center_z')[:, 0]
+        box[sel, 3:6] = at('dim').clamp(max=max_log_size).exp()
+        box[sel, 6] = torch.atan2(rot[:, 1], rot[:, 0])  # rot = (cos, sin), OpenPCDet's order
+    return box
+
+
+@torch.no_grad()
+def heatmap_proposals(pred_dicts, head, grid, score_thresh=0.1, max_per_source=100, source=0):
+    """Heatmap-peak proposals of one model (see the module doc), without gradient.
 
     Args:
-        score_thresh: keep boxes with score >= this (teacher and student).
-        nms_thresh: class-agnostic rotated BEV NMS IoU per source (suppress IoU > thresh); None disables NMS.
-        max_per_source: at most this many boxes per source and sample (highest scores); None = no cap.
-        use_gt: add the valid GT boxes (label > 0) of ``gt_boxes (B, M, 8+)`` as a third source (no cap).
-        merge_iou: cross-source duplicate merging IoU (see module doc); None = plain concatenation.
-        sources: which model sources to use, a subset of ('teacher', 'student') (ablations); GT via use_gt.
+        pred_dicts: list over head groups of raw maps ``{'hm': (B, n_cls_g, H, W) logits, 'center': (B, 2, H, W),
+            'center_z', 'dim' (B, 3, H, W) log sizes, 'rot' (B, 2, H, W) cos / sin, ...}``.
+        head: the model's :class:`rdd.distill.context.HeadLayout`.
+        grid: the model's :class:`rdd.geometry.BEVGrid` (places the maps in metres).
+        score_thresh: lowest peak score kept.
+        max_per_source: most peaks kept per sample.
+        source: value of :attr:`Proposals.source` (0 teacher, 1 student).
+    Returns:
+        :class:`Proposals`.
     """
-
-    def __init__(self, score_thresh=0.3, nms_thresh=0.2, max_per_source=100, use_gt=False, merge_iou=0.5,
-                 sources=('teacher', 'student')):
-        bad = [x for x in sources if x not in SOURCES[:2]]
-        if bad or not sources:
-            raise ValueError(f'PROPOSAL.SOURCES must be a non-empty subset of {SOURCES[:2]}, got {list(sources)}')
-        self.sources = tuple(sources)
-        self.score_thresh = float(score_thresh)
-        self.nms_thresh = None if nms_thresh is None else float(nms_thresh)
-        self.max_per_source = None if max_per_source is None else int(max_per_source)
-        self.use_gt = bool(use_gt)
-        self.merge_iou = None if merge_iou is None else float(merge_iou)
-
-    @classmethod
-    def from_config(cls, cfg):
-        """From the ``PROPOSAL`` block (keys SCORE_THRESH, NMS_THRESH, MAX_PER_SOURCE, USE_GT, MERGE_IOU, SOURCES)."""
-        return cls(score_thresh=cfg['SCORE_THRESH'], nms_thresh=cfg['NMS_THRESH'],
-                   max_per_source=cfg['MAX_PER_SOURCE'], use_gt=cfg['USE_GT'], merge_iou=cfg['MERGE_IOU'],
-                   sources=_as_tuple(cfg.get('SOURCES', SOURCES[:2])))
-
-    def _select(self, boxes, scores):
-        """Indices of the boxes of one source and sample that survive score filter, NMS and cap."""
-        idx = torch.nonzero(scores >= self.score_thresh).flatten()
-        if idx.numel() == 0:
-            return idx
-        if self.nms_thresh is not None:
-            keep = rotated_nms(boxes[idx, :7].contiguous(), scores[idx].contiguous(), self.nms_thresh,
-                               post_max_size=self.max_per_source)
-            idx = idx[keep.to(idx.device).long()]
-        else:
-            idx = idx[torch.argsort(scores[idx], descending=True, stable=True)]
-        if self.max_per_source is not None:
-            idx = idx[:self.max_per_source]
-        return idx
-
-    def _merge(self, kept_boxes, kept_src, new_boxes, src_col):
-        """Tag kept boxes that overlap new ones (IoU > merge_iou) with ``src_col``; return the new boxes' mask
-        of those that stay separate."""
-        alone = torch.ones(new_boxes.shape[0], dtype=torch.bool, device=new_boxes.device)
-        if self.merge_iou is None or new_boxes.shape[0] == 0 or kept_boxes.shape[0] == 0:
-            return alone
-        iou = boxes_bev_iou(new_boxes[:, :7], kept_boxes[:, :7]).to(new_boxes.device)  # (Nnew, Nkept)
-        best, arg = iou.max(dim=1)
-        dup = best > self.merge_iou
-        kept_src[arg[dup], src_col] = True
-        return ~dup
-
-    @torch.no_grad()
-    def __call__(self, teacher_boxes, student_boxes, gt_boxes=None):
-        """
-        Args:
-            teacher_boxes, student_boxes: lists (one per sample) of dicts with ``pred_boxes (N, 7+)``,
-                ``pred_scores (N,)``, ``pred_labels (N,)`` 1-based.
-            gt_boxes: (B, M, 8+) with the 1-based label last (zero rows = padding); needed when ``use_gt``.
-        Returns:
-            ProposalSet (detached).
-        """
-        if student_boxes is None and 'student' not in self.sources:
-            student_boxes = [None] * len(teacher_boxes)  # not decoded: the student is no proposal source
-        if student_boxes is None:
-            raise ValueError("student boxes are needed (PROPOSAL.SOURCES has 'student') but were not given")
-        if len(teacher_boxes) != len(student_boxes):
-            raise ValueError(f'teacher boxes cover {len(teacher_boxes)} samples, student boxes {len(student_boxes)}')
-        if self.use_gt and gt_boxes is None:
-            raise ValueError("PROPOSAL.USE_GT is set but batch_dict has no 'gt_boxes'")
-        ref = teacher_boxes[0]['pred_boxes'] if len(teacher_boxes) else torch.zeros(0, 7)
-        dev, dt = ref.device, ref.dtype
-        boxes_all, labels_all, src_all, bidx_all = [], [], [], []
-        num_per_source = torch.zeros(len(SOURCES), dtype=torch.long)
-        for b, (tdict, sdict) in enumerate(zip(teacher_boxes, student_boxes)):
-            kept_boxes = torch.zeros((0, 7), device=dev, dtype=dt)
-            kept_labels = torch.zeros((0,), device=dev, dtype=torch.long)
-            kept_src = torch.zeros((0, len(SOURCES)), device=dev, dtype=torch.bool)
-            entries = [(col, d) for col, d in ((0, tdict), (1, sdict)) if SOURCES[col] in self.sources]
-            if self.use_gt:
-                gt = gt_boxes[b].detach()
-                gt = gt[gt[:, -1] > 0]
-                entries.append((2, {'pred_boxes': gt[:, :7], 'pred_labels': gt[:, -1].round().long()}))
-            for col, d in entries:
-                boxes = d['pred_boxes'].detach().to(device=dev, dtype=dt)
-                labels = d['pred_labels'].detach().to(dev).long()
-                if col < 2:
-                    idx = self._select(boxes, d['pred_scores'].detach().to(dev))
-                    boxes, labels = boxes[idx, :7], labels[idx]
-                else:
-                    boxes = boxes[:, :7]
-                num_per_source[col] += boxes.shape[0]
-                alone = self._merge(kept_boxes, kept_src, boxes, col)
-                src = torch.zeros((int(alone.sum()), len(SOURCES)), device=dev, dtype=torch.bool)
-                src[:, col] = True
-                kept_boxes = torch.cat([kept_boxes, boxes[alone]])
-                kept_labels = torch.cat([kept_labels, labels[alone]])
-                kept_src = torch.cat([kept_src, src])
-            boxes_all.append(kept_boxes)
-            labels_all.append(kept_labels)
-            src_all.append(kept_src)
-            bidx_all.append(torch.full((kept_boxes.shape[0],), b, device=dev, dtype=torch.long))
-        if not boxes_all:
-            return ProposalSet(torch.zeros((0, 7), device=dev, dtype=dt), torch.zeros(0, dtype=torch.long, device=dev),
-                               torch.zeros(0, dtype=torch.long, device=dev),
-                               torch.zeros((0, len(SOURCES)), dtype=torch.bool, device=dev), num_per_source)
-        return ProposalSet(torch.cat(boxes_all), torch.cat(bidx_all), torch.cat(labels_all), torch.cat(src_all),
-                           num_per_source)
+    scores, classes = _group_peak_scores(pred_dicts, head)
+    bsz, _, cells = scores.shape
+    width = pred_dicts[0]['hm'].shape[-1]
+    top, flat = torch.topk(scores.flatten(1), min(int(max_per_source), scores[0].numel()), dim=1)
+    keep = (top >= max(float(score_thresh), 0.0))
+    batch_idx, slot = torch.nonzero(keep, as_tuple=True)
+    flat = flat[batch_idx, slot]
+    group, cell = flat // cells, flat % cells
+    row, col = cell // width, cell % width
+    label = _global_labels(head, flat.device)[group, classes.flatten(1)[batch_idx, flat]]
+    box = _decode_boxes(pred_dicts, grid, batch_idx, group, row, col)
+    return Proposals(batch_idx=batch_idx, cell=torch.stack([row, col], dim=1), label=label, group=group,
+                     score=top[batch_idx, slot], box=box, source=torch.full_like(batch_idx, int(source)))

@@ -5,10 +5,15 @@ student config names the scaled filters explicitly, which OpenPCDet builds ident
 
 Module layout (and so state_dict keys) follow OpenPCDet: ``blocks.{i}`` = [ZeroPad2d(1), Conv2d(stride),
 BN, ReLU, (Conv2d, BN, ReLU) x LAYER_NUMS[i]], ``deblocks.{i}`` = [ConvTranspose2d | Conv2d, BN, ReLU].
+Two modules compute the same thing more cheaply, with the same parameters: the leading ``ZeroPad2d(1)`` is an
+``nn.Identity`` and the strided conv pads by 1 itself (no padded copy of the map, forward or backward), and a
+stride-1 (1 x 1) ``ConvTranspose2d`` runs as the 1 x 1 ``conv2d`` it is (torch sends a 1 x 1 transposed conv to
+its slow im2col path).
 """
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from rdd.config_schema.model import MODEL_SECTIONS
 from rdd.config_schema.sections import reject_refused_keys
@@ -19,6 +24,17 @@ from ..backbones_3d.spconv_backbone import scaled_filters
 
 def _bn(channels):
     return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
+
+
+class PointwiseConvTranspose2d(nn.ConvTranspose2d):
+    """1 x 1, stride-1 ``ConvTranspose2d`` (weight ``(in, out, 1, 1)``, state_dict unchanged) computed as ``conv2d``
+    with the transposed weight: ``out[o] = sum_i W[i, o] x[i] (+ b[o])``."""
+
+    def __init__(self, in_channels, out_channels, bias=False):
+        super().__init__(in_channels, out_channels, 1, stride=1, bias=bias)
+
+    def forward(self, x, output_size=None):
+        return F.conv2d(x, self.weight.transpose(0, 1).contiguous(), self.bias)  # contiguous: mkldnn's path
 
 
 @BACKBONES_2D.register()
@@ -64,8 +80,8 @@ class BaseBEVBackbone(nn.Module):
         self.blocks = nn.ModuleList()
         self.deblocks = nn.ModuleList()
         for idx, (n_layers, stride, c_out) in enumerate(zip(layer_nums, layer_strides, num_filters)):
-            layers = [nn.ZeroPad2d(1),
-                      nn.Conv2d(c_in_list[idx], c_out, kernel_size=3, stride=stride, padding=0, bias=False),
+            layers = [nn.Identity(),  # OpenPCDet's ZeroPad2d(1), done by the conv's own padding
+                      nn.Conv2d(c_in_list[idx], c_out, kernel_size=3, stride=stride, padding=1, bias=False),
                       _bn(c_out), nn.ReLU()]
             for _ in range(n_layers):
                 layers += [nn.Conv2d(c_out, c_out, kernel_size=3, padding=1, bias=False), _bn(c_out), nn.ReLU()]
@@ -83,7 +99,9 @@ class BaseBEVBackbone(nn.Module):
     def _upsample(self, c_in, c_out, stride):
         """Deconv (stride >= 1; stride 1 becomes a 1x1 conv only with USE_CONV_FOR_NO_STRIDE) or a strided conv
         for fractional strides (downsampling by round(1/stride))."""
-        if stride > 1 or (stride == 1 and not self.model_cfg.get('USE_CONV_FOR_NO_STRIDE', False)):
+        if stride == 1 and not self.model_cfg.get('USE_CONV_FOR_NO_STRIDE', False):
+            conv = PointwiseConvTranspose2d(c_in, c_out, bias=False)
+        elif stride > 1:
             conv = nn.ConvTranspose2d(c_in, c_out, stride, stride=stride, bias=False)
         else:
             k = int(np.round(1 / stride))

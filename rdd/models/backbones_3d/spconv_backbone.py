@@ -162,6 +162,9 @@ class VoxelResBackBone8x(nn.Module):
         (2, H/8, W/8) on nuScenes), ``encoded_spconv_tensor_stride`` = 8, ``multi_scale_3d_features``
         (x_conv1..4) and ``multi_scale_3d_strides`` (1, 2, 4, 8).
         """
+        if batch_dict['voxel_features'].shape[0] == 0:  # spconv would stop with '!empty() assert faild'
+            raise ValueError(f"VoxelResBackBone8x: the batch has no voxels (frames "
+                             f"{list(batch_dict.get('frame_id', ['?']))}): no point inside POINT_CLOUD_RANGE")
         x = spconv.SparseConvTensor(
             features=batch_dict['voxel_features'],
             indices=batch_dict['voxel_coords'].int(),

@@ -21,6 +21,10 @@ from . import centernet_utils
 from .targets import TargetParams, assign_targets
 from .losses import FocalLossCenterNet, RegLossCenterNet
 
+# ``NMS_CONFIG.NMS_TYPE: none``: the paper's evaluation (CenterPoint's): no NMS, the MAX_OBJ_PER_SAMPLE best-scored
+# boxes of a sample over all head groups. OpenPCDet refuses this value (class_agnostic_nms has no 'none').
+NO_NMS = 'none'
+
 
 class SeparateHead(nn.Module):
     """One head group: for every output name a stack of (num_conv - 1) x [conv3x3, BN, ReLU] + conv3x3.
@@ -59,6 +63,19 @@ class SeparateHead(nn.Module):
     def forward(self, x):
         """x (B, C, H, W) -> {name: (B, out_channels, H, W)} in ``sep_head_dict`` order."""
         return {name: getattr(self, name)(x) for name in self.sep_head_dict}
+
+
+NMS_TYPES = ('nms_gpu', 'nms_normal_gpu', NO_NMS)
+
+
+def check_nms_type(nms_type):
+    """ValueError naming ``POST_PROCESSING.NMS_CONFIG.NMS_TYPE`` unless it is one of :data:`NMS_TYPES`."""
+    if nms_type in NMS_TYPES:
+        return
+    hint = {'circle_nms': ' (OpenPCDet does not support circle_nms either)',
+            None: f' (YAML null; for no NMS write {NO_NMS!r})'}.get(nms_type, '')
+    raise ValueError(f'DENSE_HEAD.POST_PROCESSING.NMS_CONFIG.NMS_TYPE {nms_type!r} is not supported{hint}; '
+                     f'use one of {list(NMS_TYPES)}')
 
 
 def _merge_post_cfg(base, override, path='POST_PROCESSING'):
@@ -112,10 +129,7 @@ class CenterHead(nn.Module):
         if total != len(self.class_names):
             raise ValueError(f'DENSE_HEAD.CLASS_NAMES_EACH_HEAD covers {total} of the {len(self.class_names)} '
                              f'classes {self.class_names}: {self.class_names_each_head}')
-        nms_type = model_cfg.POST_PROCESSING.NMS_CONFIG.NMS_TYPE
-        if nms_type == 'circle_nms':
-            raise ValueError('DENSE_HEAD.POST_PROCESSING.NMS_CONFIG.NMS_TYPE circle_nms is not supported '
-                             '(OpenPCDet does not support it either); use nms_gpu')
+        check_nms_type(model_cfg.POST_PROCESSING.NMS_CONFIG.NMS_TYPE)
 
         use_bias = model_cfg.get('USE_BIAS_BEFORE_NORM', False)
         self.shared_conv = nn.Sequential(
@@ -182,6 +196,10 @@ class CenterHead(nn.Module):
     def decode(self, pred_dicts, batch_size, post_cfg=None):
         """Full post-processing: per head top-K decode, score/range filter, class-agnostic rotated NMS, concat.
 
+        With ``NMS_CONFIG.NMS_TYPE: none`` (the paper's evaluation) no NMS runs: the heads' candidates are
+        concatenated and the ``MAX_OBJ_PER_SAMPLE`` best-scored kept, in descending score order (the other
+        ``NMS_CONFIG`` keys are then not used, as OpenPCDet ignores them for ``circle_nms``).
+
         Args:
             pred_dicts: list over heads of raw maps (``hm`` as logits), as in ``forward_ret_dict['pred_dicts']``.
             batch_size: int.
@@ -193,13 +211,15 @@ class CenterHead(nn.Module):
             1-based global classes; heads concatenated in order, each in descending score order after NMS.
         """
         cfg = _merge_post_cfg(self.model_cfg.POST_PROCESSING, post_cfg)
+        check_nms_type(cfg.NMS_CONFIG.NMS_TYPE)
+        use_nms = cfg.NMS_CONFIG.NMS_TYPE != NO_NMS
         ret = [{'pred_boxes': [], 'pred_scores': [], 'pred_labels': []} for _ in range(batch_size)]
         for idx, pred_dict in enumerate(pred_dicts):
             for b, cand in enumerate(self.decode_head(idx, pred_dict, cfg)):
                 mapping = self.class_id_mapping_each_head[idx].to(cand['pred_labels'].device)
                 labels = mapping[cand['pred_labels'].long()]
                 boxes, scores = cand['pred_boxes'], cand['pred_scores']
-                if scores.numel() > 0:
+                if use_nms and scores.numel() > 0:
                     selected, scores = class_agnostic_nms(box_scores=scores, box_preds=boxes,
                                                           nms_config=cfg.NMS_CONFIG, score_thresh=None)
                     boxes, labels = boxes[selected], labels[selected]
@@ -210,6 +230,10 @@ class CenterHead(nn.Module):
             ret[b] = {'pred_boxes': torch.cat(ret[b]['pred_boxes'], dim=0),
                       'pred_scores': torch.cat(ret[b]['pred_scores'], dim=0),
                       'pred_labels': torch.cat(ret[b]['pred_labels'], dim=0).long() + 1}
+            if not use_nms:  # the best MAX_OBJ_PER_SAMPLE of the sample over all head groups, by score
+                order = torch.argsort(ret[b]['pred_scores'], descending=True, stable=True)
+                order = order[:int(cfg.MAX_OBJ_PER_SAMPLE)]
+                ret[b] = {k: v[order] for k, v in ret[b].items()}
         return ret
 
     def forward(self, data_dict):
