@@ -77,6 +77,7 @@ def _save_random(cfg_file, path, seed):
 
 def test_disparity_tool_on_tiny_configs(synth_nusc, tiny_teacher_ckpt, tmp_path):
     """Teacher vs itself (distance ~0), a random student, and a Distiller checkpoint through its own adapter."""
+    import rdd.distill  # noqa: F401  (registers the Distiller)
     from rdd.config import cfg_from_yaml_file
     from rdd.engine.checkpoint_io import checkpoint_state, save_checkpoint
     from rdd.models import build_model

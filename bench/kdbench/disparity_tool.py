@@ -40,7 +40,8 @@ def parse_args(argv=None):
 
 def load_detector(cfg_path, ckpt, set_cfgs, teacher_ckpt):
     """``(cfg, detector, adapter or None)`` in eval mode; for a Distiller checkpoint the detector is its student
-    and the adapter its KD loss's ``adapter`` module (when exactly one loss has one)."""
+    and the adapter its KD loss's ``psi`` (RDD) or ``adapter`` module (when exactly one loss has one)."""
+    import rdd.distill  # noqa: F401  (registers the Distiller)
     from rdd.engine.cli import load_config
     from rdd.models import build_model
     from rdd.models.checkpoint import load_state_dict_strict, read_model_state
@@ -51,7 +52,8 @@ def load_detector(cfg_path, ckpt, set_cfgs, teacher_ckpt):
     model.eval()
     if not is_kd:
         return cfg, model, None
-    adapters = [m.adapter for m in model.kd_losses.values() if isinstance(getattr(m, 'adapter', None), torch.nn.Module)]
+    adapters = [getattr(m, name) for m in model.kd_losses.values() for name in ('psi', 'adapter')
+                if isinstance(getattr(m, name, None), torch.nn.Module)]
     return cfg, model.student, adapters[0] if len(adapters) == 1 else None
 
 
@@ -160,7 +162,8 @@ def _measure(args):
     for (label, cfg_path, ckpt), (_, _, _, ckpt_adapter), sv, sf in zip(args.student, loaded, s_val, s_fit):
         if args.adapter == 'checkpoint' and ckpt_adapter is not None:
             kind = 'checkpoint'
-            adapt = lambda f, a=ckpt_adapter: a(f.t()[None, :, :, None]).squeeze(-1)[0].t()  # 1x1 conv on (P, C)
+            adapt = (ckpt_adapter.cells if hasattr(ckpt_adapter, 'cells')  # RDD's psi: (P, C_s) -> (P, C_t)
+                     else lambda f, a=ckpt_adapter: a(f.t()[None, :, :, None]).squeeze(-1)[0].t())  # 1x1 conv
             fit_r2 = None
         else:
             kind = 'lstsq'

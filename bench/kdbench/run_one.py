@@ -29,11 +29,12 @@ def common_argv(spec):
 
 def train(spec):
     """Train (or finish training) the cell; returns the last epoch's checkpoint path."""
+    from rdd.engine.hooks import CheckpointHook
     from rdd.engine.train_pipeline import main as train_main
     argv = common_argv(spec) + ['--epochs', str(spec['epochs']), '--seed', str(spec['seed']), '--skip_eval',
                                 '--max_ckpt_save_num', '1', '--logger_iter_interval', '50']
     trainer = train_main(argv)
-    ckpt = Path(trainer.ckpt_dir) / f'checkpoint_epoch_{spec["epochs"]}.pth'
+    ckpt = Path(trainer.hook(CheckpointHook).ckpt_dir) / f'checkpoint_epoch_{spec["epochs"]}.pth'
     if not ckpt.is_file():
         raise FileNotFoundError(f'training finished without {ckpt}')
     return ckpt
