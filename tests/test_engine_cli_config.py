@@ -39,3 +39,12 @@ def test_absolute_and_plain_configs_are_unchanged(tmp_path):
     assert 'TEACHER_CKPT' not in plain.MODEL
     with pytest.raises(ValueError, match='Distiller'):
         load_config(str(CFG_DIR / 'tiny_student.yaml'), teacher_ckpt=str(absolute))
+
+
+@pytest.mark.parametrize('argv, seed', [([], None), (['--fix_random_seed'], 666), (['--seed', '3'], 3),
+                                        (['--fix_random_seed', '--seed', '0'], 0)])
+def test_train_seed_flag(argv, seed):
+    """--seed N seeds the run with N (multi-seed experiments); --fix_random_seed alone keeps OpenPCDet's 666."""
+    from rdd.engine.cli import train_parser
+    from rdd.engine.train_pipeline import run_seed
+    assert run_seed(train_parser().parse_args(['--cfg', 'x.yaml'] + argv)) == seed

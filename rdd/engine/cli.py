@@ -47,6 +47,8 @@ def train_parser():
     parser.add_argument('--epochs', type=_epochs, default=None, help='number of epochs (default: NUM_EPOCHS)')
     parser.add_argument('--sync_bn', action='store_true', default=False, help='SyncBatchNorm (CUDA only)')
     parser.add_argument('--fix_random_seed', action='store_true', default=False, help='seed 666 (+ rank)')
+    parser.add_argument('--seed', type=int, default=None,
+                        help='seed (+ rank) instead of 666; implies --fix_random_seed (multi-seed experiments)')
     parser.add_argument('--ckpt_save_interval', type=int, default=1, help='epochs between checkpoints')
     parser.add_argument('--max_ckpt_save_num', type=int, default=30, help='epoch checkpoints to keep')
     parser.add_argument('--ckpt_save_time_interval', type=int, default=300, help='seconds between latest_model.pth')

@@ -24,6 +24,13 @@ from rdd.models.checkpoint import load_state_dict_strict, read_model_state
 SEED = 666
 
 
+def run_seed(args):
+    """The seed of this run: ``--seed``, else 666 with ``--fix_random_seed``, else None (unseeded)."""
+    if getattr(args, 'seed', None) is not None:
+        return int(args.seed)
+    return SEED if args.fix_random_seed else None
+
+
 @dataclass
 class TrainObjects:
     """What a training run is built from (:func:`build_train_objects`)."""
@@ -45,7 +52,7 @@ def _train_loader(cfg, args, dist_info, logger, batch_per_process, epochs):
         dataset, loader, _ = build_dataloader(
             dataset_cfg=cfg.DATA_CONFIG, class_names=cfg.CLASS_NAMES, batch_size=batch_per_process,
             dist=dist_info.distributed, workers=args.workers, logger=logger, training=True,
-            total_epochs=epochs, seed=SEED if args.fix_random_seed else None)
+            total_epochs=epochs, seed=run_seed(args))
     except ValueError as exc:  # torch's RandomSampler refuses an empty dataset with a cryptic message
         if 'num_samples' in str(exc):
             raise empty from exc
@@ -143,7 +150,7 @@ def train_hooks(cfg, args, objs, dist_info, run_dir, logger, user_hooks=()):
 
 def run_info_of(args, dist_info, objs):
     """What ``run_info.json`` and the header of ``config_resolved.yaml`` record about a run."""
-    return {'git_sha': git_sha(ROOT_DIR), 'seed': SEED if args.fix_random_seed else None,
+    return {'git_sha': git_sha(ROOT_DIR), 'seed': run_seed(args),
             'world_size': dist_info.world_size, 'batch_size_per_process': objs.batch_per_process,
             'effective_batch_size': objs.batch_per_process * dist_info.world_size, 'epochs': objs.epochs,
             'cfg_file': args.cfg_file, 'argv': ' '.join(sys.argv),
@@ -193,8 +200,8 @@ def main(argv=None, hooks=()):
 
 
 def _train(cfg, args, dist_info, logger, user_hooks=()):
-    if args.fix_random_seed:
-        set_random_seed(SEED + dist_info.rank)
+    if run_seed(args) is not None:
+        set_random_seed(run_seed(args) + dist_info.rank)
     objs = build_train_objects(cfg, args, dist_info, logger)
     run_dir = RunDir(cli.output_root(args, cfg), cfg.EXP_GROUP_PATH, cfg.TAG, args.extra_tag)
     run_info = run_info_of(args, dist_info, objs)
