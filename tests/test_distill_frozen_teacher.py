@@ -169,6 +169,19 @@ def test_teacher_precision_is_checked(bn_teacher_ckpt):
             d(make_batch(cfg))
 
 
+def test_fp32_teacher_ignores_the_callers_autocast(bn_teacher_ckpt):
+    """TEACHER_PRECISION fp32 keeps the teacher in fp32 inside an autocast region (the trainer's AMP): on CPU a
+    bf16 autocast would otherwise reach spconv, which has no bf16 CPU kernels."""
+    cfg = kd_cfg(bn_teacher_ckpt, losses=[LOGIT, FITNET])
+    d = build_distiller(cfg).train()
+    batch = make_batch(cfg)
+    ref = d.forward_teacher(batch)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = d.forward_teacher(batch)
+    assert torch.equal(out['spatial_features_2d'], ref['spatial_features_2d'])
+    assert out['pred_dicts'][0]['hm'].dtype == torch.float32
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 @pytest.mark.parametrize('precision', ['bf16', 'fp16'])

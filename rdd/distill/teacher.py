@@ -34,8 +34,9 @@ class FrozenTeacher:
             ``model`` (BatchNorm folded into the dense and sparse convs once, here; channels-last dense weights),
             run under ``torch.inference_mode``. ``'batch'``: :attr:`runner` is ``model`` itself, run under
             ``torch.no_grad`` (its BatchNorms use the batch's statistics: nothing to fold).
-        precision: ``MODEL.TEACHER_PRECISION``: ``'fp32'``, or ``'bf16'`` / ``'fp16'`` autocast of the forward
-            (CUDA only: on another device the forward is a KDConfigError naming the key).
+        precision: ``MODEL.TEACHER_PRECISION``: ``'fp32'`` (no autocast, even inside the caller's), or
+            ``'bf16'`` / ``'fp16'`` autocast of the forward (CUDA only: on another device the forward is a
+            KDConfigError naming the key; spconv 2.3 has no bf16 CPU kernels).
 
     ``model`` keeps the checkpoint's ``state_dict`` (facts, decoding config, tests); the folded copy is for
     inference only and costs one more copy of the teacher's weights (none with ``bn_mode='batch'``).
@@ -73,21 +74,31 @@ class FrozenTeacher:
 
     def run(self, forward, batch_dict):
         """``forward(runner, batch_dict)`` without autograd (inference mode for the folded copy, else no_grad),
-        under autocast per ``precision``; returns its outputs (nested dicts / lists of tensors) as ordinary
-        tensors (contiguous; floating ones in the teacher's parameter dtype) that a loss may save for backward."""
+        under autocast per ``precision`` (``'fp32'``: none, also inside the caller's autocast, e.g. the trainer's
+        AMP); returns its outputs (nested dicts / lists of tensors) as ordinary tensors (contiguous; floating
+        ones in the teacher's parameter dtype) that a loss may save for backward."""
         param = next(self.runner.parameters(), None)
         device = param.device if param is not None else torch.device('cpu')
         dtype = TEACHER_PRECISIONS[self.precision]
         if dtype is not None and device.type != 'cuda':
             raise KDConfigError(f'MODEL.TEACHER_PRECISION: {self.precision} autocasts the teacher on CUDA only; '
                                 f'the teacher is on {device.type}: use fp32', key='MODEL.TEACHER_PRECISION')
-        with torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
+        with _precision(device.type, dtype):
             if self.folded:
                 out = run_frozen(forward, self.runner, batch_dict)
             else:
                 with torch.no_grad():
                     out = forward(self.runner, batch_dict)
         return out if dtype is None else _cast_floats(out, param.dtype)
+
+
+def _precision(device_type, dtype):
+    """Autocast to ``dtype``; ``None`` (fp32): autocast off inside a caller's autocast, else nothing."""
+    if dtype is not None:
+        return torch.autocast(device_type, dtype=dtype)
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _cast_floats(obj, dtype):
