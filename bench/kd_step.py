@@ -25,9 +25,11 @@ RDD steps so that ``rdd_loss_over_rdd_step`` compares runs made side by side). O
 after the frozen teacher, side by side: two Distillers with the same weights, one running the teacher itself under
 ``no_grad`` (``Distiller.unfold_teacher``: the forward before folding), one its BN-folded copy under
 ``inference_mode`` (the default with ``TEACHER_BN: eval``). Variants ``teacher_plain`` / ``teacher_frozen``
-(``forward_teacher`` alone) and ``step_plain`` / ``step_frozen`` (a whole step), run round-robin as above. Output:
-JSON ``teacher_share`` with the four variants, ``share_plain`` / ``share_frozen`` (teacher / step, medians),
-``teacher_speedup`` / ``step_speedup`` (plain / frozen; wall and CPU) and ``max_rel_diff`` of the tapped teacher
+(``forward_teacher`` alone), ``teacher_frozen_bf16`` (the same with ``TEACHER_PRECISION: bf16``: dense layers
+autocast to bf16, sparse convs fp32) and ``step_plain`` / ``step_frozen`` (a whole step), run round-robin as above.
+Output: JSON ``teacher_share`` with the five variants, ``share_plain`` / ``share_frozen`` (teacher / step, medians),
+``teacher_speedup`` / ``step_speedup`` (plain / frozen; wall and CPU), ``teacher_bf16_speedup`` (plain / frozen
+bf16) and ``max_rel_diff`` (``max_rel_diff_bf16``) of the tapped teacher
 maps and ``rdd_loss_rel_diff`` of the step's RDD term between the two.
 """
 import argparse
@@ -166,9 +168,11 @@ def _max_rel_diff(a, b):
 def teacher_share(make_distiller, rdd_entry, batch, repeats):
     """Plain vs frozen teacher, side by side: teacher forward alone and whole RDD steps (see the docstring)."""
     d_frozen, d_plain = make_distiller([rdd_entry]), make_distiller([rdd_entry])
+    d_bf16 = make_distiller([rdd_entry], TEACHER_PRECISION='bf16')
     d_plain.unfold_teacher()
     res = interleaved({'teacher_plain': lambda: d_plain.forward_teacher(batch),
                        'teacher_frozen': lambda: d_frozen.forward_teacher(batch),
+                       'teacher_frozen_bf16': lambda: d_bf16.forward_teacher(batch),
                        'step_plain': lambda: kd_step(d_plain, batch),
                        'step_frozen': lambda: kd_step(d_frozen, batch)}, repeats)
     out = {name: res[name].pop('out') for name in res}
@@ -181,6 +185,9 @@ def teacher_share(make_distiller, rdd_entry, batch, repeats):
                share_frozen_cpu=cpu['teacher_frozen'] / cpu['step_frozen'],
                teacher_speedup=med['teacher_plain'] / med['teacher_frozen'],
                teacher_speedup_cpu=cpu['teacher_plain'] / cpu['teacher_frozen'],
+               teacher_bf16_speedup=med['teacher_plain'] / med['teacher_frozen_bf16'],
+               teacher_bf16_speedup_cpu=cpu['teacher_plain'] / cpu['teacher_frozen_bf16'],
+               max_rel_diff_bf16=_max_rel_diff(out['teacher_frozen_bf16'], out['teacher_plain']),
                step_speedup=med['step_plain'] / med['step_frozen'],
                step_speedup_cpu=cpu['step_plain'] / cpu['step_frozen'],
                max_rel_diff=_max_rel_diff(out['teacher_frozen'], out['teacher_plain']),
@@ -219,9 +226,10 @@ def main(argv=None):
                         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                         'command': ' '.join(['python'] + sys.argv), 'loadavg': os.getloadavg()}}
 
-    def distiller(losses):
+    def distiller(losses, **model_keys):
         c = copy.deepcopy(cfg)
         c.MODEL.KD_LOSSES = losses
+        c.MODEL.update(model_keys)
         torch.manual_seed(1)
         d = build_network(c.MODEL, num_class=len(c.CLASS_NAMES), dataset=model_geometry(c))
         return d.train()

@@ -7,7 +7,7 @@ Config (``MODEL`` of a distillation config; see docs/openpcdet.md and configs/rd
     TEACHER: {_BASE_CONFIG_: cp_voxel_0075.yaml}   # a whole config; MODEL, CLASS_NAMES and DATA_CONFIG (grid)
     TEACHER_CKPT: ../checkpoints/teacher.pth       # absolute, or relative to the KD config's directory
     TEACHER_BN: eval          # eval: running statistics (default); batch: this batch's statistics, buffers kept
-    TEACHER_PRECISION: fp32   # fp32 | bf16 | fp16: autocast of the teacher forward (CUDA only)
+    TEACHER_PRECISION: fp32   # fp32 | bf16 | fp16: autocast of the teacher forward (CUDA; bf16 also on CPU)
     GRID_MISMATCH: resample   # resample | error, when the student's BEV grid differs from the teacher's
     LOSS_DET_WEIGHT: 1.0      # weight of the student's detection loss
     KD_LOSSES: [{NAME: RDDLoss, WEIGHT: 1.0, ...}, ...]   # optional TAG per entry (see below)
@@ -64,7 +64,7 @@ class Distiller(nn.Module):
         loss_det_weight: weight of the student's detection loss.
         teacher_bn: ``'eval'`` (running statistics; the forward runs a BN-folded inference copy) or ``'batch'``
             (this batch's statistics, buffers kept; the forward runs the teacher itself).
-        teacher_precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` (autocast of the teacher forward, CUDA only).
+        teacher_precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` (autocast of the teacher forward; on CPU bf16 only).
         teacher_voxelizer: a :class:`~rdd.distill.teacher.TeacherVoxelizer` when the teacher's voxel grid differs
             from the data pipeline's, else None.
     Train forward: ``({'loss'}, tb_dict, disp_dict)``; eval forward: the student's ``(pred_dicts, recall_dict)``.

@@ -35,8 +35,9 @@ class FrozenTeacher:
             run under ``torch.inference_mode``. ``'batch'``: :attr:`runner` is ``model`` itself, run under
             ``torch.no_grad`` (its BatchNorms use the batch's statistics: nothing to fold).
         precision: ``MODEL.TEACHER_PRECISION``: ``'fp32'`` (no autocast, even inside the caller's), or
-            ``'bf16'`` / ``'fp16'`` autocast of the forward (CUDA only: on another device the forward is a
-            KDConfigError naming the key; spconv 2.3 has no bf16 CPU kernels).
+            ``'bf16'`` / ``'fp16'`` autocast of the forward. On CPU ``'bf16'`` autocasts the dense layers (the
+            sparse convs stay fp32: :mod:`rdd.ops.spconv_compat`, item 7) and ``'fp16'`` is a KDConfigError naming
+            the key at the forward.
 
     ``model`` keeps the checkpoint's ``state_dict`` (facts, decoding config, tests); the folded copy is for
     inference only and costs one more copy of the teacher's weights (none with ``bn_mode='batch'``).
@@ -80,9 +81,10 @@ class FrozenTeacher:
         param = next(self.runner.parameters(), None)
         device = param.device if param is not None else torch.device('cpu')
         dtype = TEACHER_PRECISIONS[self.precision]
-        if dtype is not None and device.type != 'cuda':
-            raise KDConfigError(f'MODEL.TEACHER_PRECISION: {self.precision} autocasts the teacher on CUDA only; '
-                                f'the teacher is on {device.type}: use fp32', key='MODEL.TEACHER_PRECISION')
+        if dtype is not None and device.type != 'cuda' and (device.type, dtype) != ('cpu', torch.bfloat16):
+            raise KDConfigError(f'MODEL.TEACHER_PRECISION: {self.precision} autocast of the teacher needs CUDA '
+                                f'(on cpu: fp32 or bf16); the teacher is on {device.type}',
+                                key='MODEL.TEACHER_PRECISION')
         with _precision(device.type, dtype):
             if self.folded:
                 out = run_frozen(forward, self.runner, batch_dict)
