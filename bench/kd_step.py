@@ -20,9 +20,21 @@ during a step above the resident memory just before it (sampled every 2 ms); ``r
 alone, forward + backward on the step's tapped tensors (median of ``--repeats`` runs, interleaved with repeated
 RDD steps so that ``rdd_loss_over_rdd_step`` compares runs made side by side). Output: JSON with ``student``,
 ``logit_kd``, ``rdd``, ``ratios`` (wall-clock medians, best runs and process-CPU medians) and ``meta``.
+
+``--teacher-share`` measures instead the teacher's share of an RDD step (the config's RDDLoss entry) before and
+after the frozen teacher, side by side: two Distillers with the same weights, one running the teacher itself under
+``no_grad`` (``Distiller.unfold_teacher``: the forward before folding), one its BN-folded copy under
+``inference_mode`` (the default with ``TEACHER_BN: eval``). Variants ``teacher_plain`` / ``teacher_frozen``
+(``forward_teacher`` alone), ``teacher_frozen_bf16`` (the same with ``TEACHER_PRECISION: bf16``: dense layers
+autocast to bf16, sparse convs fp32) and ``step_plain`` / ``step_frozen`` (a whole step), run round-robin as above.
+Output: JSON ``teacher_share`` with the five variants, ``share_plain`` / ``share_frozen`` (teacher / step, medians),
+``teacher_speedup`` / ``step_speedup`` (plain / frozen; wall and CPU), ``teacher_bf16_speedup`` (plain / frozen
+bf16) and ``max_rel_diff`` (``max_rel_diff_bf16``) of the tapped teacher
+maps and ``rdd_loss_rel_diff`` of the step's RDD term between the two.
 """
 import argparse
 import copy
+import datetime
 import json
 import os
 import statistics
@@ -146,6 +158,44 @@ def rdd_loss_step(rdd, t_out, s_out, batch):
     return run
 
 
+def _max_rel_diff(a, b):
+    """Largest relative difference (to the reference's max abs) over the tapped maps of two teacher outputs."""
+    pairs = [(a[k], b[k]) for k in a if torch.is_tensor(a[k])]
+    pairs += [(x[k], y[k]) for x, y in zip(a['pred_dicts'], b['pred_dicts']) for k in y]
+    return max((x - y).abs().max().item() / max(y.abs().max().item(), 1e-12) for x, y in pairs)
+
+
+def teacher_share(make_distiller, rdd_entry, batch, repeats):
+    """Plain vs frozen teacher, side by side: teacher forward alone and whole RDD steps (see the docstring)."""
+    d_frozen, d_plain = make_distiller([rdd_entry]), make_distiller([rdd_entry])
+    d_bf16 = make_distiller([rdd_entry], TEACHER_PRECISION='bf16')
+    d_plain.unfold_teacher()
+    res = interleaved({'teacher_plain': lambda: d_plain.forward_teacher(batch),
+                       'teacher_frozen': lambda: d_frozen.forward_teacher(batch),
+                       'teacher_frozen_bf16': lambda: d_bf16.forward_teacher(batch),
+                       'step_plain': lambda: kd_step(d_plain, batch),
+                       'step_frozen': lambda: kd_step(d_frozen, batch)}, repeats)
+    out = {name: res[name].pop('out') for name in res}
+    med = {name: r['step_s'] for name, r in res.items()}
+    cpu = {name: r['step_cpu_s'] for name, r in res.items()}
+    loss = {k: out[f'step_{k}'][0]['kd/RDDLoss'] for k in ('plain', 'frozen')}  # the RDD term of the step
+    res.update(share_plain=med['teacher_plain'] / med['step_plain'],
+               share_frozen=med['teacher_frozen'] / med['step_frozen'],
+               share_plain_cpu=cpu['teacher_plain'] / cpu['step_plain'],
+               share_frozen_cpu=cpu['teacher_frozen'] / cpu['step_frozen'],
+               teacher_speedup=med['teacher_plain'] / med['teacher_frozen'],
+               teacher_speedup_cpu=cpu['teacher_plain'] / cpu['teacher_frozen'],
+               teacher_bf16_speedup=med['teacher_plain'] / med['teacher_frozen_bf16'],
+               teacher_bf16_speedup_cpu=cpu['teacher_plain'] / cpu['teacher_frozen_bf16'],
+               max_rel_diff_bf16=_max_rel_diff(out['teacher_frozen_bf16'], out['teacher_plain']),
+               step_speedup=med['step_plain'] / med['step_frozen'],
+               step_speedup_cpu=cpu['step_plain'] / cpu['step_frozen'],
+               max_rel_diff=_max_rel_diff(out['teacher_frozen'], out['teacher_plain']),
+               rdd_loss_rel_diff=abs(loss['frozen'] - loss['plain']) / max(abs(loss['plain']), 1e-12),
+               target_teacher_speedup=1.2)
+    return res
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description='KD step cost: student / + logit KD / + RDD')
     parser.add_argument('--json', default=None, help='write the results here')
@@ -153,6 +203,8 @@ def main(argv=None):
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--threads', type=int, default=None, help='torch threads (default: torch default)')
     parser.add_argument('--cfg', default=KD_CFG, help='KD config with one RDDLoss (tests use a tiny one)')
+    parser.add_argument('--teacher-share', action='store_true',
+                        help='only the teacher share of an RDD step, plain vs frozen teacher (see the docstring)')
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -170,19 +222,25 @@ def main(argv=None):
     results = {'meta': {'config': os.path.relpath(args.cfg, ROOT), 'device': 'cpu',
                         'threads': torch.get_num_threads(), 'sweeps': args.sweeps,
                         'points': int(batch['points'].shape[0]), 'voxels': int(batch['voxels'].shape[0]),
-                        'reduced_input': args.sweeps < 10, 'repeats': args.repeats}}
+                        'reduced_input': args.sweeps < 10, 'repeats': args.repeats,
+                        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+                        'command': ' '.join(['python'] + sys.argv), 'loadavg': os.getloadavg()}}
 
-    def distiller(losses):
+    def distiller(losses, **model_keys):
         c = copy.deepcopy(cfg)
         c.MODEL.KD_LOSSES = losses
+        c.MODEL.update(model_keys)
         torch.manual_seed(1)
         d = build_network(c.MODEL, num_class=len(c.CLASS_NAMES), dataset=model_geometry(c))
         return d.train()
 
-    d_logit = distiller([copy.deepcopy(cfg_from_yaml_file(LOGIT_CFG).MODEL.KD_LOSSES[0])])
     rdd_entries = [e for e in cfg.MODEL.KD_LOSSES if e.NAME == 'RDDLoss']
     if len(rdd_entries) != 1:
         raise SystemExit(f'--cfg must have exactly one RDDLoss in MODEL.KD_LOSSES, found {len(rdd_entries)}')
+    if args.teacher_share:
+        results['teacher_share'] = teacher_share(distiller, copy.deepcopy(rdd_entries[0]), batch, args.repeats)
+        return _emit(results, args.json)
+    d_logit = distiller([copy.deepcopy(cfg_from_yaml_file(LOGIT_CFG).MODEL.KD_LOSSES[0])])
     d_rdd = distiller([copy.deepcopy(rdd_entries[0])])  # the shipped RDD config
     student = build_model(cfg.MODEL.STUDENT).train()
     student.load_state_dict(d_logit.student.state_dict())
@@ -215,10 +273,15 @@ def main(argv=None):
                              results['rdd']['step_cpu_s'] / results['logit_kd']['step_cpu_s'],
                          'rdd_loss_over_rdd_step_cpu': res['rdd_loss']['step_cpu_s'] / results['rdd']['step_cpu_s'],
                          'targets': {'rdd_loss_over_rdd_step': 0.05, 'rdd_step_over_logit_step': 1.10}}
+    return _emit(results, args.json)
+
+
+def _emit(results, json_path):
+    """Print ``results`` as JSON (and write it to ``json_path`` when given); returns them."""
     text = json.dumps(results, indent=2)
     print(text)
-    if args.json:
-        with open(args.json, 'w') as f:
+    if json_path:
+        with open(json_path, 'w') as f:
             f.write(text + '\n')
     return results
 

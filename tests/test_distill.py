@@ -110,7 +110,7 @@ def test_label_rewrite_hazard(teacher_ckpt, monkeypatch):
     d = build_distiller(cfg)
     batch = make_batch(cfg)
     gt_before = batch['gt_boxes'].clone()
-    vfe = d.teacher.vfe
+    vfe = d.inference_teacher.vfe  # the model the teacher forward runs (the BN-folded copy)
     orig = vfe.forward
 
     def rewriting_forward(data_dict):

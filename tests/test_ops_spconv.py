@@ -208,6 +208,22 @@ def test_eval_forward_without_grad_runs_biased_subm():
     assert torch.equal(out_eval, out_train)
 
 
+def test_cpu_autocast_runs_sparse_convs_in_fp32():
+    """Patch 7: spconv has no bf16 CPU kernels; under a bf16 CPU autocast the conv runs as without it."""
+    feats, coords = _random_input(num_per_sample=500)
+    layer = spconv.SubMConv3d(CIN, COUT, 3, padding=1, bias=True).eval()
+    _randomise(layer, 10)
+    x = spconv.SparseConvTensor(feats, coords, list(GRID), BATCH)
+    with torch.no_grad():
+        ref = layer(x).features
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            got = layer(x.replace_feature(feats.bfloat16())).features  # bf16 features from a dense layer, too
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, atol=1e-2, rtol=1e-2)  # the input was rounded to bf16
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        assert torch.equal(layer(x).features, ref)
+
+
 def test_self_check_patched_scatter_is_exact():
     res = spconv_cpu_self_check(num_rows=3000, trials=3)
     assert res['threads'] == torch.get_num_threads()

@@ -33,6 +33,7 @@ class DistillerConfig:
     kd_losses: Tuple[Mapping, ...]
     teacher_ckpt: Optional[str] = None
     teacher_bn: Literal['eval', 'batch'] = 'eval'
+    teacher_precision: Literal['fp32', 'bf16', 'fp16'] = 'fp32'
     grid_mismatch: Literal['resample', 'error'] = 'resample'
     loss_det_weight: float = 1.0
 

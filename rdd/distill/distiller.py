@@ -7,6 +7,7 @@ Config (``MODEL`` of a distillation config; see docs/openpcdet.md and configs/rd
     TEACHER: {_BASE_CONFIG_: cp_voxel_0075.yaml}   # a whole config; MODEL, CLASS_NAMES and DATA_CONFIG (grid)
     TEACHER_CKPT: ../checkpoints/teacher.pth       # absolute, or relative to the KD config's directory
     TEACHER_BN: eval          # eval: running statistics (default); batch: this batch's statistics, buffers kept
+    TEACHER_PRECISION: fp32   # fp32 | bf16 | fp16: autocast of the teacher forward (CUDA; bf16 also on CPU)
     GRID_MISMATCH: resample   # resample | error, when the student's BEV grid differs from the teacher's
     LOSS_DET_WEIGHT: 1.0      # weight of the student's detection loss
     KD_LOSSES: [{NAME: RDDLoss, WEIGHT: 1.0, ...}, ...]   # optional TAG per entry (see below)
@@ -19,6 +20,11 @@ names the entry's parameters and its TensorBoard scalars (``kd/<key>``), so reor
 ``kd_losses.<key>.``; never the teacher (held outside the module tree, see :mod:`rdd.distill.teacher`). The losses
 are registered, computed and summed in key order (parameter and optimizer state order, and every bit of the loss,
 do not depend on the list order); only their ``prepare_student_batch`` hooks (label KD's) run in list order.
+
+The teacher forward is cheaper than the teacher's own: with ``TEACHER_BN: eval`` it runs a copy of the teacher with
+its BatchNorms folded into the convolutions (once, at construction) under ``torch.inference_mode`` (same outputs up
+to float rounding, :mod:`rdd.models.fold_bn`); with ``TEACHER_BN: batch`` the teacher itself under ``no_grad``
+(batch statistics cannot be folded). See :class:`rdd.distill.teacher.FrozenTeacher`.
 """
 import logging
 from typing import Mapping, Optional
@@ -36,7 +42,7 @@ from .build import (build_kd_losses, build_teacher, check_class_names, check_stu
                     teacher_voxelizer)
 from .context import KDContext, ModelFacts
 from .feature_taps import TapPlan
-from .teacher import FrozenTeacher, freeze, kd_config_dirs, set_teacher_mode
+from .teacher import FrozenTeacher, kd_config_dirs
 
 _LOG = logging.getLogger(__name__)
 STUDENT_PREFIX, KD_PREFIX = 'student.', 'kd_losses.'
@@ -56,7 +62,9 @@ class Distiller(nn.Module):
             key order).
         weights: ``{key: WEIGHT}`` (default 1.0 for every key).
         loss_det_weight: weight of the student's detection loss.
-        teacher_bn: ``'eval'`` (running statistics) or ``'batch'`` (this batch's statistics, buffers kept).
+        teacher_bn: ``'eval'`` (running statistics; the forward runs a BN-folded inference copy) or ``'batch'``
+            (this batch's statistics, buffers kept; the forward runs the teacher itself).
+        teacher_precision: ``'fp32'``, ``'bf16'`` or ``'fp16'`` (autocast of the teacher forward; on CPU bf16 only).
         teacher_voxelizer: a :class:`~rdd.distill.teacher.TeacherVoxelizer` when the teacher's voxel grid differs
             from the data pipeline's, else None.
     Train forward: ``({'loss'}, tb_dict, disp_dict)``; eval forward: the student's ``(pred_dicts, recall_dict)``.
@@ -64,12 +72,11 @@ class Distiller(nn.Module):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, kd_losses: Mapping[str, nn.Module],
                  weights: Optional[Mapping[str, float]] = None, loss_det_weight: float = 1.0,
-                 teacher_bn: str = 'eval', teacher_voxelizer=None):
+                 teacher_bn: str = 'eval', teacher_voxelizer=None, teacher_precision: str = 'fp32'):
         super().__init__()
         self.student = student
         self.teacher_bn = teacher_bn
-        set_teacher_mode(freeze(teacher), teacher_bn)
-        self._teacher = FrozenTeacher(teacher)
+        self._teacher = FrozenTeacher(teacher, teacher_bn, teacher_precision)
         self.teacher_voxelizer = teacher_voxelizer
         self.kd_names = list(kd_losses)
         weights = dict(weights or {})
@@ -97,23 +104,33 @@ class Distiller(nn.Module):
         context.check_same_heads('MODEL.TEACHER.MODEL.DENSE_HEAD')
         losses, weights = build_kd_losses(model_cfg.KD_LOSSES, context)
         return cls(student, teacher, losses, weights, loss_det_weight=cfg.loss_det_weight,
-                   teacher_bn=cfg.teacher_bn, teacher_voxelizer=voxelizer)
+                   teacher_bn=cfg.teacher_bn, teacher_voxelizer=voxelizer, teacher_precision=cfg.teacher_precision)
 
     # ------------------------------------------------------------------ teacher plumbing
     @property
     def teacher(self):
-        """The frozen teacher detector (not a submodule)."""
+        """The frozen teacher detector as loaded (not a submodule; its ``state_dict`` is the checkpoint's)."""
         return self._teacher.model
+
+    @property
+    def inference_teacher(self):
+        """The model the teacher forward runs: the BN-folded copy (``TEACHER_BN: eval``) or the teacher itself."""
+        return self._teacher.runner
+
+    def unfold_teacher(self):
+        """From now on run the teacher itself under ``no_grad`` instead of its BN-folded copy (the forward before
+        folding): for equivalence tests and side-by-side benchmarks, not for training."""
+        self._teacher.unfold()
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
-        self._teacher.model._apply(fn, *args, **kwargs)
+        self._teacher.apply(fn, *args, **kwargs)
         return self
 
     def train(self, mode=True):
         """Student and KD losses follow ``mode``; the teacher stays in eval mode (BN per ``TEACHER_BN``)."""
         super().train(mode)
-        set_teacher_mode(self._teacher.model, self.teacher_bn)
+        self._teacher.set_mode()
         return self
 
     # ------------------------------------------------------------------ detector API
@@ -128,15 +145,18 @@ class Distiller(nn.Module):
     def dense_head(self):
         return self.student.dense_head
 
-    @torch.no_grad()
     def forward_teacher(self, batch_dict):
         """Teacher forward on its own shallow copy of the batch (cloned ``gt_boxes``; own voxels if its grid
-        differs); returns the tapped outputs (features, raw head maps, decoded ``boxes`` when a loss needs
-        them, else None), all detached. The head's maps are computed without its own decoding."""
-        teacher = self._teacher.model
+        differs), without autograd (:meth:`FrozenTeacher.run`); returns the tapped outputs (features, raw head
+        maps, decoded ``boxes`` when a loss needs them, else None) as ordinary tensors that need no gradient. The
+        head's maps are computed without its own decoding."""
         tbatch = dict(batch_dict)
         if 'gt_boxes' in tbatch:
             tbatch['gt_boxes'] = tbatch['gt_boxes'].clone()
+        return self._teacher.run(self._teacher_outputs, tbatch)
+
+    def _teacher_outputs(self, teacher, tbatch):
+        """The body of :meth:`forward_teacher` on the model ``teacher`` (:attr:`inference_teacher`)."""
         if self.teacher_voxelizer is not None:
             self.teacher_voxelizer(tbatch, training=self.training)
         for module in teacher.module_list:

@@ -1,9 +1,12 @@
-"""The frozen teacher of a Distiller: building, strict checkpoint loading, BN mode and its own voxels.
+"""The frozen teacher of a Distiller: building, strict checkpoint loading, BN mode, how it runs, its own voxels.
 
 The teacher is held in a :class:`FrozenTeacher` wrapper, outside the Distiller's module tree, so it never
 appears in ``parameters()`` / ``state_dict()`` / the optimizer / DDP; the Distiller forwards ``_apply`` (hence
-``.to()``, ``.cuda()``, ``.float()``) and keeps it in eval mode.
+``.to()``, ``.cuda()``, ``.float()``) and keeps it in eval mode. With ``TEACHER_BN: eval`` the forward runs a
+cheaper inference copy (BatchNorm folded, :mod:`rdd.models.fold_bn`) under ``torch.inference_mode``; with
+``TEACHER_BN: batch`` the teacher itself under ``torch.no_grad`` (batch statistics cannot be folded).
 """
+import contextlib
 import os
 from pathlib import Path
 
@@ -15,15 +18,100 @@ from rdd.datasets.processor.voxelizer import Voxelizer, voxelize_batch
 from rdd.errors import CheckpointError, ConfigError, KDConfigError, TeacherCheckpointError
 from rdd.geometry import voxel_processor_cfg
 from rdd.models.checkpoint import load_state_dict_strict, read_model_state
+from rdd.models.fold_bn import freeze_for_inference, run_frozen
 
 TEACHER_BN_MODES = ('eval', 'batch')
+TEACHER_PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
 class FrozenTeacher:
-    """Plain (non-Module) holder of the teacher detector so that it stays out of the owner's module tree."""
+    """Plain (non-Module) holder of the teacher detector, so that it stays out of the owner's module tree, and of
+    the model its forward runs.
 
-    def __init__(self, model):
-        self.model = model
+    Args:
+        model: the teacher as loaded (frozen here; put in eval mode with BN per ``bn_mode``).
+        bn_mode: ``'eval'``: :attr:`runner` is :func:`~rdd.models.fold_bn.freeze_for_inference`'s copy of
+            ``model`` (BatchNorm folded into the dense and sparse convs once, here; channels-last dense weights),
+            run under ``torch.inference_mode``. ``'batch'``: :attr:`runner` is ``model`` itself, run under
+            ``torch.no_grad`` (its BatchNorms use the batch's statistics: nothing to fold).
+        precision: ``MODEL.TEACHER_PRECISION``: ``'fp32'`` (no autocast, even inside the caller's), or
+            ``'bf16'`` / ``'fp16'`` autocast of the forward. On CPU ``'bf16'`` autocasts the dense layers (the
+            sparse convs stay fp32: :mod:`rdd.ops.spconv_compat`, item 7) and ``'fp16'`` is a KDConfigError naming
+            the key at the forward.
+
+    ``model`` keeps the checkpoint's ``state_dict`` (facts, decoding config, tests); the folded copy is for
+    inference only and costs one more copy of the teacher's weights (none with ``bn_mode='batch'``).
+    """
+
+    def __init__(self, model, bn_mode='eval', precision='fp32'):
+        if precision not in TEACHER_PRECISIONS:
+            raise KDConfigError(f'MODEL.TEACHER_PRECISION must be one of {tuple(TEACHER_PRECISIONS)}, got '
+                                f'{precision!r}', key='MODEL.TEACHER_PRECISION')
+        self.bn_mode, self.precision = bn_mode, precision
+        self.model = set_teacher_mode(freeze(model), bn_mode)
+        self.runner = freeze_for_inference(model) if bn_mode == 'eval' else model
+
+    @property
+    def folded(self):
+        """Whether the forward runs the BN-folded inference copy (``TEACHER_BN: eval``)."""
+        return self.runner is not self.model
+
+    def unfold(self):
+        """Run ``model`` itself under ``no_grad`` from now on (the forward before folding; the folded copy is
+        dropped): for equivalence tests and side-by-side benchmarks."""
+        self.runner = self.model
+
+    def apply(self, fn, *args, **kwargs):
+        """``Module._apply`` on the teacher and its inference copy (``.to()``, ``.cuda()``, ``.double()``, ...)."""
+        self.model._apply(fn, *args, **kwargs)
+        if self.folded:
+            self.runner._apply(fn, *args, **kwargs)
+
+    def set_mode(self):
+        """Eval mode again (BN per ``bn_mode``), whatever ``.train()`` did to the owner."""
+        set_teacher_mode(self.model, self.bn_mode)
+        if self.folded:
+            self.runner.eval()
+
+    def run(self, forward, batch_dict):
+        """``forward(runner, batch_dict)`` without autograd (inference mode for the folded copy, else no_grad),
+        under autocast per ``precision`` (``'fp32'``: none, also inside the caller's autocast, e.g. the trainer's
+        AMP); returns its outputs (nested dicts / lists of tensors) as ordinary tensors (contiguous; floating
+        ones in the teacher's parameter dtype) that a loss may save for backward."""
+        param = next(self.runner.parameters(), None)
+        device = param.device if param is not None else torch.device('cpu')
+        dtype = TEACHER_PRECISIONS[self.precision]
+        if dtype is not None and device.type != 'cuda' and (device.type, dtype) != ('cpu', torch.bfloat16):
+            raise KDConfigError(f'MODEL.TEACHER_PRECISION: {self.precision} autocast of the teacher needs CUDA '
+                                f'(on cpu: fp32 or bf16); the teacher is on {device.type}',
+                                key='MODEL.TEACHER_PRECISION')
+        with _precision(device.type, dtype):
+            if self.folded:
+                out = run_frozen(forward, self.runner, batch_dict)
+            else:
+                with torch.no_grad():
+                    out = forward(self.runner, batch_dict)
+        return out if dtype is None else _cast_floats(out, param.dtype)
+
+
+def _precision(device_type, dtype):
+    """Autocast to ``dtype``; ``None`` (fp32): autocast off inside a caller's autocast, else nothing."""
+    if dtype is not None:
+        return torch.autocast(device_type, dtype=dtype)
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _cast_floats(obj, dtype):
+    """Every floating tensor in a nested dict / list / tuple cast to ``dtype``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(dtype) if obj.is_floating_point() else obj
+    if isinstance(obj, dict):
+        return type(obj)((k, _cast_floats(v, dtype)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cast_floats(v, dtype) for v in obj)
+    return obj
 
 
 def kd_config_dirs(student_cfg, cfg_file=None):

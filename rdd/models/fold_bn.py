@@ -127,9 +127,11 @@ def freeze_for_inference(model, channels_last=True):
 
 
 def _to_autograd_tensors(obj):
-    """Clone every inference tensor in a nested dict / list / tuple outside inference mode."""
+    """Clone every inference tensor in a nested dict / list / tuple outside inference mode, into the default
+    (contiguous) memory format: the channels-last maps of a :func:`freeze_for_inference` copy come back laid out
+    as the unfrozen model's (``.view()`` works on them as on those)."""
     if isinstance(obj, torch.Tensor):
-        return obj.clone() if obj.is_inference() else obj
+        return obj.clone(memory_format=torch.contiguous_format) if obj.is_inference() else obj
     if isinstance(obj, dict):
         return type(obj)((k, _to_autograd_tensors(v)) for k, v in obj.items())
     if isinstance(obj, (list, tuple)):
@@ -139,7 +141,7 @@ def _to_autograd_tensors(obj):
 
 def run_frozen(fn, *args, select=None, **kwargs):
     """``fn(*args, **kwargs)`` under ``torch.inference_mode``; returns ``select(outputs)`` (default: the outputs)
-    with every inference tensor in it (nested dicts / lists / tuples) cloned into an ordinary tensor.
+    with every inference tensor in it (nested dicts / lists / tuples) cloned into an ordinary, contiguous tensor.
 
     ``select`` keeps the copy small: clone only what the caller uses (e.g. the BEV map and the head maps), not
     every intermediate tensor of a ``batch_dict``. The returned tensors need no gradient and may be used in a

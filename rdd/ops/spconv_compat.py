@@ -26,7 +26,10 @@ wheel with cumm 0.7.11); a warning is raised for other versions, where the patch
 5. ``SparseConvTensor.dense()`` goes through ``spconv.pytorch.core.scatter_nd``, which indexes with a *list*
    of index tensors: torch warns on every call that this form is deprecated and will change meaning. It is
    replaced by the same scatter written with a tuple index (identical result, no warning).
-6. Cosmetic: ``SparseConvTensor`` (a torch.fx proxyable class) makes torch >= 2.10 log a one-time
+7. spconv has no bf16 CPU kernels (``KeyError: torch.bfloat16`` in ``torch_tensor_to_tv``), and a CPU
+   ``torch.autocast`` reaches the torch ops inside its conv. Under a CPU autocast a sparse conv therefore runs
+   with autocast off on float32 features (as without autocast); the dense layers after it are still autocast.
+8. Cosmetic: ``SparseConvTensor`` (a torch.fx proxyable class) makes torch >= 2.10 log a one-time
    ``is_fx_tracing`` notice about fx vs export on the first tensor; it says nothing about spconv use and is
    silenced once here.
 """
@@ -146,9 +149,14 @@ _orig_conv_forward = getattr(SparseConvolution._conv_forward, '_rdd_orig', Spars
 
 
 def _conv_forward(self, training, input, weight, bias, *args, **kwargs):
-    """SparseConvolution._conv_forward with CPU fixes: Native algo on CPU (4), bias added after (2)."""
+    """SparseConvolution._conv_forward with CPU fixes: Native algo on CPU (4), bias added after (2), no CPU
+    autocast (7)."""
     if input.features.is_cuda:
         return _orig_conv_forward(self, training, input, weight, bias, *args, **kwargs)
+    if torch.is_autocast_enabled('cpu'):
+        with torch.autocast('cpu', enabled=False):
+            return _conv_forward(self, training, input.replace_feature(input.features.to(weight.dtype)), weight,
+                                 bias, *args, **kwargs)
     act_type = kwargs.get('act_type', self.act_type)
     split_bias = (bias is not None and not training and not input.is_quantized
                   and act_type == type(act_type).None_)
