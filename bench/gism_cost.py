@@ -9,7 +9,6 @@ same batch; the variants are warmed up once, then run round-robin ``--repeats`` 
 changes hit all alike). Output: median and best seconds per batch per variant, their ratio, the instances kept.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -19,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from bench_json import emit  # noqa: E402  (this script's folder is on sys.path)
 from rdd.distill.baselines.gism import GISMConfig, select_general_instances  # noqa: E402
 from rdd.distill.context import HeadLayout  # noqa: E402
 from rdd.geometry import BEVGrid  # noqa: E402
@@ -65,11 +65,7 @@ def main(argv=None):
     result['ratio_3000_over_1000'] = result['pre_nms_topk_3000']['median_s'] / result['pre_nms_topk_1000']['median_s']
     result['meta'] = {'batch': args.batch, 'map': [height, width], 'groups': len(GROUPS), 'threads': args.threads,
                       'repeats': args.repeats, 'torch': torch.__version__}
-    print(json.dumps(result, indent=2))
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=2)
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == '__main__':

@@ -35,7 +35,6 @@ maps and ``rdd_loss_rel_diff`` of the step's RDD term between the two.
 import argparse
 import copy
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -47,6 +46,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from bench_json import emit  # noqa: E402  (this script's folder is on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KD_CFG = os.path.join(ROOT, 'configs', 'rdd_cp_voxel_s.yaml')
@@ -239,7 +240,7 @@ def main(argv=None):
         raise SystemExit(f'--cfg must have exactly one RDDLoss in MODEL.KD_LOSSES, found {len(rdd_entries)}')
     if args.teacher_share:
         results['teacher_share'] = teacher_share(distiller, copy.deepcopy(rdd_entries[0]), batch, args.repeats)
-        return _emit(results, args.json)
+        return emit(results, args.json)
     d_logit = distiller([copy.deepcopy(cfg_from_yaml_file(LOGIT_CFG).MODEL.KD_LOSSES[0])])
     d_rdd = distiller([copy.deepcopy(rdd_entries[0])])  # the shipped RDD config
     student = build_model(cfg.MODEL.STUDENT).train()
@@ -273,17 +274,7 @@ def main(argv=None):
                              results['rdd']['step_cpu_s'] / results['logit_kd']['step_cpu_s'],
                          'rdd_loss_over_rdd_step_cpu': res['rdd_loss']['step_cpu_s'] / results['rdd']['step_cpu_s'],
                          'targets': {'rdd_loss_over_rdd_step': 0.05, 'rdd_step_over_logit_step': 1.10}}
-    return _emit(results, args.json)
-
-
-def _emit(results, json_path):
-    """Print ``results`` as JSON (and write it to ``json_path`` when given); returns them."""
-    text = json.dumps(results, indent=2)
-    print(text)
-    if json_path:
-        with open(json_path, 'w') as f:
-            f.write(text + '\n')
-    return results
+    return emit(results, args.json)
 
 
 if __name__ == '__main__':

@@ -14,7 +14,6 @@ outputs into ordinary tensors). Also reports the largest relative difference of 
 """
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -28,6 +27,7 @@ import torch  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench_json import emit  # noqa: E402
 from synthetic_batch import make_batch  # noqa: E402
 
 
@@ -113,11 +113,7 @@ def main(argv=None):
            'speedup_vs_plain': {k: med['plain'] / v for k, v in med.items()},
            'cpu_speedup_vs_plain': {k: med_cpu['plain'] / v for k, v in med_cpu.items()},
            'max_rel_diff_frozen': max_rel_diff(outs['frozen'], outs['plain'])}
-    print(json.dumps(res, indent=2))
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(res, f, indent=2)
-    return res
+    return emit(res, args.json)
 
 
 if __name__ == '__main__':

@@ -38,6 +38,7 @@ sys.path.insert(1, HERE)
 
 import torch  # noqa: E402
 
+from bench_json import write_json  # noqa: E402
 from synthetic_batch import make_batch  # noqa: E402
 
 
@@ -125,9 +126,7 @@ def main(argv=None):
         for label in ('before', 'after'):
             for row in res['profile_top'][label] or []:
                 print(f"{label:6s} {row['self_cpu_ms']:9.1f} ms  {row['calls']:6d}x  {row['name']}")
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(res, f, indent=2)
+    write_json(res, args.json)
     return res
 
 
