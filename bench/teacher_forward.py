@@ -33,13 +33,9 @@ from synthetic_batch import make_batch  # noqa: E402
 
 def teacher_maps(model, batch):
     """BEV map (B, C, H, W) and the raw head maps of every head group (what a KD loss reads)."""
-    b = dict(batch)
-    for module in model.module_list:
-        if module is model.dense_head:
-            break
-        b = module(b)
-    x = model.dense_head.shared_conv(b['spatial_features_2d'])
-    return {'spatial_features_2d': b['spatial_features_2d'], 'pred_dicts': [h(x) for h in model.dense_head.heads_list]}
+    from rdd.distill.feature_taps import raw_head_maps, run_to_head
+    features = run_to_head(model, dict(batch))['spatial_features_2d']
+    return {'spatial_features_2d': features, 'pred_dicts': raw_head_maps(model.dense_head, features)}
 
 
 def random_teacher(cfg, seed=0):

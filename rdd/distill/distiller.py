@@ -159,10 +159,7 @@ class Distiller(nn.Module):
         """The body of :meth:`forward_teacher` on the model ``teacher`` (:attr:`inference_teacher`)."""
         if self.teacher_voxelizer is not None:
             self.teacher_voxelizer(tbatch, training=self.training)
-        for module in teacher.module_list:
-            if module is teacher.dense_head:
-                break
-            tbatch = module(tbatch)
+        tbatch = feature_taps.run_to_head(teacher, tbatch)
         preds = feature_taps.raw_head_maps(teacher.dense_head, tbatch['spatial_features_2d'])
         out = feature_taps.tap_outputs(teacher, tbatch, self.plan.feature_keys, detach=True, pred_dicts=preds)
         if self.plan.teacher_boxes:

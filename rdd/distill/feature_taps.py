@@ -102,6 +102,16 @@ def tap_outputs(model, batch_dict, feature_keys=('spatial_features_2d',), boxes=
     return out
 
 
+def run_to_head(model, batch_dict):
+    """Run a CenterPoint-style detector's modules up to (not including) its ``dense_head``; returns the filled
+    ``batch_dict`` (``spatial_features_2d`` (B, C, H, W) and what the earlier modules write)."""
+    for module in model.module_list:
+        if module is model.dense_head:
+            break
+        batch_dict = module(batch_dict)
+    return batch_dict
+
+
 @torch.no_grad()
 def raw_head_maps(head, features):
     """CenterHead's raw maps without its decoding / target assignment: ``shared_conv`` then every head group
