@@ -165,6 +165,32 @@ def test_teacher_first_and_its_failure_skips_the_kd_cells(tmp_path):
     assert not jobs[0].finished()
 
 
+def test_a_cell_continued_from_another_checkout_resumes_from_its_checkpoint(tmp_path):
+    """The run folder under a job's folder depends on where its config lies relative to the checkout
+    (exp_group_and_tag); a teacher cache inside checkout A but outside checkout B gives two folders. B must
+    resume from A's checkpoint, not train from scratch."""
+    import os
+    from bench.kdbench.run_one import ckpt_dir, moved_checkpoint
+    folder = tmp_path / 'teacher-abc'
+    spec = {'cfg': str(folder / 'teacher.yaml'), 'out_dir': str(folder)}
+    # the config lies outside this checkout: its folder's name is the experiment group
+    assert Path(ckpt_dir(spec)) == folder / 'teacher-abc' / 'teacher' / 'bench' / 'ckpt'
+    assert moved_checkpoint(spec) is None  # nothing trained anywhere yet
+    other = folder / 'kd_benchmark' / 'teachers' / 'teacher-abc' / 'teacher' / 'bench' / 'ckpt'  # checkout A
+    other.mkdir(parents=True)
+    old, new = other / 'checkpoint_epoch_3.pth', other / 'checkpoint_epoch_4.pth'
+    for i, path in enumerate((new, old)):  # epoch 4 written last: newest by modification time
+        path.write_bytes(b'x')
+        os.utime(path, (1000 - 500 * i, 1000 - 500 * i))
+    (other / '.tmp_checkpoint_epoch_5.pth').write_bytes(b'x')  # an interrupted save is never a candidate
+    assert moved_checkpoint(spec) == str(new)
+    own = Path(ckpt_dir(spec))
+    own.mkdir(parents=True)
+    assert moved_checkpoint(spec) == str(new)  # an empty own folder changes nothing
+    (own / 'checkpoint_epoch_1.pth').write_bytes(b'x')
+    assert moved_checkpoint(spec) is None  # this checkout's own checkpoints win (tools/train.py resumes them)
+
+
 def test_wall_time_simulation_by_hand():
     # 2 slots: teacher 0-10 | alone 0-4, 4-8, 8-12; KD ready at 10: 10-15 (slot 1), 12-17 (slot 2) -> 17
     assert simulate_wall(10, [4, 4, 4], [5, 5], 2) == 17

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Tuple
 from .execute import Job
 from .runs import (TEACHER_SEED, cache_key, num_epochs, run_config_path, unavailable_reason, write_random_teacher,
                    write_run_config)
-from .run_one import EXTRA_TAG
+from .run_one import ckpt_dir
 
 
 @dataclass
@@ -19,10 +19,7 @@ class Plan:
 
 def teacher_ckpt_path(folder, cfg_path, epochs):
     """Where ``run_one`` leaves the teacher's last checkpoint when it trains ``cfg_path`` into ``folder``."""
-    from rdd.config import ROOT_DIR as REPO_ROOT
-    from rdd.engine.run_dir import RunDir, exp_group_and_tag
-    group, tag = exp_group_and_tag(str(cfg_path), REPO_ROOT)
-    return RunDir(folder, group, tag, EXTRA_TAG).ckpt_dir / f'checkpoint_epoch_{epochs}.pth'
+    return Path(ckpt_dir({'cfg': str(cfg_path), 'out_dir': str(folder)})) / f'checkpoint_epoch_{epochs}.pth'
 
 
 def teacher_job(proto, out_dir, cache_dir, data_fp, workers):

@@ -27,12 +27,40 @@ def common_argv(spec):
     return argv
 
 
+def ckpt_dir(spec):
+    """Where ``tools/train.py`` keeps the cell's checkpoints when run from this checkout. The run folder under
+    ``out_dir`` depends on where ``spec['cfg']`` lies relative to the checkout (``exp_group_and_tag``: a cache
+    inside the repository gives ``kd_benchmark/teachers/teacher-<key>``, one outside it ``teacher-<key>``)."""
+    from rdd.config import ROOT_DIR
+    from rdd.engine.run_dir import RunDir, exp_group_and_tag
+    group, tag = exp_group_and_tag(spec['cfg'], ROOT_DIR)
+    return RunDir(spec['out_dir'], group, tag, EXTRA_TAG).ckpt_dir
+
+
+def moved_checkpoint(spec):
+    """The newest checkpoint another checkout left in another run folder under ``out_dir`` (an interrupted cell
+    continued from elsewhere), when this checkout's own run folder has none; else None."""
+    from rdd.engine.checkpoint_io import resume_candidates
+    own = Path(ckpt_dir(spec))
+    if resume_candidates(own):
+        return None
+    others = {p.parent for p in Path(spec['out_dir']).rglob('ckpt/*.pth')} - {own}
+    found = [c for d in sorted(others) for c in resume_candidates(d)]
+    return max(found, key=lambda c: (os.path.getmtime(c), c)) if found else None
+
+
 def train(spec):
-    """Train (or finish training) the cell; returns the last epoch's checkpoint path."""
+    """Train (or finish training) the cell, resuming from its newest checkpoint (also one left in another
+    run folder of ``out_dir`` by another checkout); returns the last epoch's checkpoint path."""
     from rdd.engine.hooks import CheckpointHook
     from rdd.engine.train_pipeline import main as train_main
     argv = common_argv(spec) + ['--epochs', str(spec['epochs']), '--seed', str(spec['seed']), '--skip_eval',
                                 '--max_ckpt_save_num', '1', '--logger_iter_interval', '50']
+    moved = moved_checkpoint(spec)
+    if moved is not None:
+        print(f'[run_one] resuming from {moved} (written by another checkout; this one trains into '
+              f'{ckpt_dir(spec)})', flush=True)
+        argv += ['--ckpt', str(moved)]
     trainer = train_main(argv)
     ckpt = Path(trainer.hook(CheckpointHook).ckpt_dir) / f'checkpoint_epoch_{spec["epochs"]}.pth'
     if not ckpt.is_file():
