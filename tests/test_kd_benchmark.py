@@ -191,6 +191,39 @@ def test_a_cell_continued_from_another_checkout_resumes_from_its_checkpoint(tmp_
     assert moved_checkpoint(spec) is None  # this checkout's own checkpoints win (tools/train.py resumes them)
 
 
+def test_kd_terms_means_over_iterations_then_seeds(tmp_path):
+    """bench/kd_terms.py: per run the mean over iterations (a step logged twice by a resumed run counts once,
+    its last value), per row the mean over seeds; the disparity minimum over every iteration of every seed."""
+    from torch.utils.tensorboard import SummaryWriter
+    from bench import kd_terms
+
+    def run(seed, *logs):
+        folder = tmp_path / 'runs' / 'S' / 'rdd' / f'seed{seed}-k'
+        for i, scalars in enumerate(logs):  # one event file per (resumed) training session
+            with SummaryWriter(str(folder / 'S' / 'rdd' / 'bench' / 'tensorboard' / f'session{i}')) as w:
+                for tag, values in scalars.items():
+                    for step, v in values:
+                        w.add_scalar('train/' + tag, v, step)
+        (folder / 'result.json').write_text(json.dumps({'student': 'S', 'row': 'rdd', 'seed': seed}))
+
+    disp = 'kd/RDDLoss/rdd_disp_mean'
+    run(0, {'loss_det': [(0, 10.0), (1, 99.0)], 'loss_kd': [(0, 1.0), (1, 3.0)], disp: [(0, 0.9), (1, 0.7)]},
+        {'loss_det': [(1, 20.0)]})  # resumed: step 1 logged again, 20 replaces 99
+    run(1, {'loss_det': [(0, 30.0)], 'loss_kd': [(0, 6.0)], disp: [(0, 0.5)]})
+    (tmp_path / 'runs' / 'S' / 'rdd' / 'seed2-k').mkdir()  # unfinished (no result.json): not counted
+    rows = kd_terms.summarize(tmp_path)
+    assert len(rows) == 1 and rows[0]['seeds'] == 2
+    r = rows[0]
+    assert r['loss_det'] == pytest.approx((15.0 + 30.0) / 2)         # (10 + 20) / 2 and 30
+    assert r['loss_kd'] == pytest.approx((2.0 + 6.0) / 2)
+    assert r['kd_over_det'] == pytest.approx((2 / 15 + 6 / 30) / 2)
+    assert r['rdd_disp_mean'] == pytest.approx((0.8 + 0.5) / 2)
+    assert r['rdd_disp_mean_min'] == pytest.approx(0.5)
+    assert '| S | rdd | 2 | 22.5 | 4 |' in kd_terms.table(rows)
+    with pytest.raises(SystemExit, match='no runs/ folder'):
+        kd_terms.main(['--out', str(tmp_path / 'nowhere')])
+
+
 def test_wall_time_simulation_by_hand():
     # 2 slots: teacher 0-10 | alone 0-4, 4-8, 8-12; KD ready at 10: 10-15 (slot 1), 12-17 (slot 2) -> 17
     assert simulate_wall(10, [4, 4, 4], [5, 5], 2) == 17
