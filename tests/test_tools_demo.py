@@ -19,6 +19,15 @@ def test_demo_quick_writes_table(tmp_path):
     teacher, student = saved['rows'][1], saved['rows'][2]
     assert student['params'] < teacher['params'] and student['macs'] < teacher['macs']
     assert 'mAP' in saved['table'] and 'GMACs' in saved['table']
+    assert saved['seeds'] == 1 and '1 training seed per row' in saved['table']
+
+
+def test_demo_table_says_how_many_seeds_it_shows():
+    row = {'model': 'student', 'mAP': 0.25, 'NDS': None, 'params': 2e6, 'macs': 3e9, 'latency_ms': 12.0}
+    lines = demo.format_table([row]).splitlines()
+    assert lines[2].split() == ['student', '0.2500', 'n/a', '2.000', '3.00', '12.0']
+    assert lines[3].startswith('1 training seed per row') and 'bench/kd_benchmark.py' in lines[3]
+    assert demo.format_table([row], seeds=3).splitlines()[-1] == '3 training seeds per row'
 
 
 @pytest.mark.parametrize('quick', [False, True])

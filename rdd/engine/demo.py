@@ -114,8 +114,12 @@ def untrained_checkpoint(cfg_path, data_path, path, seed=666):
     return save_checkpoint(checkpoint_state(model, epoch=0, it=0), path)
 
 
-def format_table(rows):
-    """The demo table: one line per model (``n/a`` where a value was not measured)."""
+SEEDS = 1  # training seeds per row: --fix_random_seed (666)
+
+
+def format_table(rows, seeds=SEEDS):
+    """The demo table: one line per model (``n/a`` where a value was not measured), then how many training
+    seeds each row shows."""
     cols = [('model', 28, None), ('mAP', 8, '.4f'), ('NDS', 8, '.4f'), ('params (M)', 12, '.3f'),
             ('GMACs', 9, '.2f'), ('latency (ms)', 14, '.1f')]
     head = ''.join(f'{name:<{w}}' if fmt is None else f'{name:>{w}}' for name, w, fmt in cols)
@@ -130,6 +134,9 @@ def format_table(rows):
             else:
                 cells.append(f'{v:>{w}{fmt}}' if isinstance(v, (int, float)) else f'{"n/a":>{w}}')
         lines.append(''.join(cells))
+    lines.append('1 training seed per row (--fix_random_seed): one seed does not resolve differences between '
+                 'rows; bench/kd_benchmark.py measures them over several seeds (docs/results.md, KD benchmark)'
+                 if seeds == 1 else f'{seeds} training seeds per row')
     return '\n'.join(lines)
 
 
@@ -194,7 +201,7 @@ def _run(args):
         rows[0]['params'], rows[0]['macs'] = teacher_row['params'], teacher_row['macs']
     table = format_table(rows)
     print('\n' + table + '\n' + '\n'.join(notes), flush=True)
-    summary = {'rows': rows, 'notes': notes, 'quick': args.quick,
+    summary = {'rows': rows, 'notes': notes, 'quick': args.quick, 'seeds': SEEDS,
                'data_path': str(args.data_path), 'wall_time_s': round(time.time() - start, 1), 'table': table}
     (out / 'results.json').write_text(json.dumps(summary, indent=2))
     log(f'Wrote {out / "results.json"}')
