@@ -52,7 +52,7 @@ def test_relative_teacher_ckpt_resolves_against_the_config(tmp_path):
     cfg = cfg_from_yaml_file(ROOT / 'configs' / 'demo' / 'rdd_cp_voxel_s.yaml')
     apply_teacher_ckpt(cfg)
     assert cfg.MODEL.TEACHER_CKPT == str(ROOT / 'output/demo_results/runs/demo/cp_voxel/demo/ckpt/'
-                                              'checkpoint_epoch_5.pth')
+                                              'checkpoint_epoch_9.pth')
     apply_teacher_ckpt(cfg, tmp_path / 't.pth')
     assert cfg.MODEL.TEACHER_CKPT == str(tmp_path / 't.pth')
     plain = cfg_from_yaml_file(ROOT / 'configs' / 'cp_voxel_s.yaml')
