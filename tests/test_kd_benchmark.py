@@ -191,6 +191,28 @@ def test_a_cell_continued_from_another_checkout_resumes_from_its_checkpoint(tmp_
     assert moved_checkpoint(spec) is None  # this checkout's own checkpoints win (tools/train.py resumes them)
 
 
+def test_run_one_passes_the_moved_checkpoint_and_keeps_a_finished_one(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+    import rdd.engine.train_pipeline as train_pipeline
+    from bench.kdbench import run_one
+    folder = tmp_path / 'teacher-abc'
+    spec = {'cfg': str(folder / 'teacher.yaml'), 'out_dir': str(folder), 'workers': 0, 'epochs': 4, 'seed': 666}
+    other = folder / 'elsewhere' / 'ckpt'
+    other.mkdir(parents=True)
+    (other / 'checkpoint_epoch_4.pth').write_bytes(b'x')  # trained to the end by another checkout
+    seen = []
+
+    def fake_train(argv):  # resuming at the last epoch trains nothing and writes no checkpoint here
+        seen.append(argv)
+        return SimpleNamespace(hook=lambda kind: SimpleNamespace(ckpt_dir=run_one.ckpt_dir(spec)))
+    monkeypatch.setattr(train_pipeline, 'main', fake_train)
+    assert run_one.train(spec) == other / 'checkpoint_epoch_4.pth'
+    assert seen[0][seen[0].index('--ckpt') + 1] == str(other / 'checkpoint_epoch_4.pth')
+    (other / 'checkpoint_epoch_4.pth').rename(other / 'checkpoint_epoch_3.pth')  # interrupted at epoch 3
+    with pytest.raises(FileNotFoundError, match='training finished without'):
+        run_one.train(spec)  # the fake trained nothing: epoch 4 is missing, not silently taken from epoch 3
+
+
 def test_kd_terms_means_over_iterations_then_seeds(tmp_path):
     """bench/kd_terms.py: per run the mean over iterations (a step logged twice by a resumed run counts once,
     its last value), per row the mean over seeds; the disparity minimum over every iteration of every seed."""

@@ -63,6 +63,8 @@ def train(spec):
         argv += ['--ckpt', str(moved)]
     trainer = train_main(argv)
     ckpt = Path(trainer.hook(CheckpointHook).ckpt_dir) / f'checkpoint_epoch_{spec["epochs"]}.pth'
+    if not ckpt.is_file() and moved is not None and Path(moved).name == ckpt.name:
+        ckpt = Path(moved)  # the other checkout had trained it to the end: nothing was left to train here
     if not ckpt.is_file():
         raise FileNotFoundError(f'training finished without {ckpt}')
     return ckpt
