@@ -246,6 +246,25 @@ def test_kd_terms_means_over_iterations_then_seeds(tmp_path):
         kd_terms.main(['--out', str(tmp_path / 'nowhere')])
 
 
+def test_kd_compare_matches_cells_by_key(tmp_path):
+    from bench import kd_compare
+
+    def results(path, runs):
+        path.write_text(json.dumps({'runs': [dict(zip(('key', 'student', 'row', 'seed', 'mAP'), r)) for r in runs]}))
+        return path
+    old = results(tmp_path / 'old.json', [('a', 'S', 'student', 0, 0.10), ('b', 'S', 'rdd', 0, 0.20),
+                                          ('c', 'S', 'rdd', 1, 0.30), ('gone', 'S', 'rdd', 2, 0.5)])
+    new = results(tmp_path / 'new.json', [('a', 'S', 'student', 0, 0.10), ('b', 'S', 'rdd', 0, 0.25),
+                                          ('c', 'S', 'rdd', 1, 0.29), ('new', 'XXS', 'rdd', 0, 0.4)])
+    out = kd_compare.main([str(old), str(new), '--json', str(tmp_path / 'cmp.json')])
+    assert (out['pairs'], out['identical'], out['changed']) == (3, 1, 2)  # 'gone' and 'new' have no partner
+    assert out['median_abs_dmap'] == pytest.approx((0.05 + 0.01) / 2) and out['max_abs_dmap'] == pytest.approx(0.05)
+    assert [(c['row'], c['pairs'], c['identical']) for c in out['cells']] == [('rdd', 2, 0), ('student', 1, 1)]
+    assert json.loads((tmp_path / 'cmp.json').read_text())['pairs'] == 3
+    with pytest.raises(SystemExit, match='not a bench/kd_benchmark.py results.json'):
+        kd_compare.main([str(tmp_path / 'missing.json'), str(new)])
+
+
 def test_wall_time_simulation_by_hand():
     # 2 slots: teacher 0-10 | alone 0-4, 4-8, 8-12; KD ready at 10: 10-15 (slot 1), 12-17 (slot 2) -> 17
     assert simulate_wall(10, [4, 4, 4], [5, 5], 2) == 17
