@@ -36,17 +36,18 @@ def compare(old, new):
     moved = []
     for key in sorted(set(old) & set(new), key=lambda k: (new[k]['student'], new[k]['row'], new[k]['seed'])):
         d = abs(new[key]['mAP'] - old[key]['mAP'])
-        cell = cells.setdefault((new[key]['student'], new[key]['row']), {'pairs': 0, 'identical': 0, 'max': 0.0})
+        student, row = new[key]['student'], new[key]['row']
+        cell = cells.setdefault((student, row), {'student': student, 'row': row, 'pairs': 0, 'identical': 0,
+                                                 'max_abs_dmap': 0.0})
         cell['pairs'] += 1
         cell['identical'] += d == 0.0
-        cell['max'] = max(cell['max'], d)
+        cell['max_abs_dmap'] = max(cell['max_abs_dmap'], d)
         if d:
             moved.append(d)
-    return {'pairs': sum(c['pairs'] for c in cells.values()), 'identical': sum(c['identical'] for c in cells.values()),
-            'changed': len(moved), 'median_abs_dmap': statistics.median(moved) if moved else 0.0,
-            'max_abs_dmap': max(moved, default=0.0),
-            'cells': [{'student': s, 'row': r, 'pairs': c['pairs'], 'identical': c['identical'],
-                       'max_abs_dmap': c['max']} for (s, r), c in cells.items()]}
+    pairs = sum(c['pairs'] for c in cells.values())
+    return {'pairs': pairs, 'identical': pairs - len(moved), 'changed': len(moved),
+            'median_abs_dmap': statistics.median(moved) if moved else 0.0, 'max_abs_dmap': max(moved, default=0.0),
+            'cells': list(cells.values())}
 
 
 def main(argv=None):
